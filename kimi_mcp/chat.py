@@ -1,0 +1,161 @@
+"""Tool logic for a chat call, without MCP: check the arguments, call Kimi, describe the outcome.
+
+`ChatService.prepare` turns tool arguments into a `ChatRequest` (or `InvalidArguments`);
+`ChatService.complete` runs it, streamed when someone is listening for progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .catalogue import Catalogue, ModelInfo
+from .completions import Adjustment, ChatReply, ChatRequest, Message, build_body
+from .errors import InvalidArguments
+from .progress import ProgressSink, ProgressThrottle
+from .stream import StreamAccumulator
+from .upstream import KimiClient
+
+__all__ = ["ChatArgs", "ChatService", "Completed", "HistoryMessage", "empty_answer_notice"]
+
+MAX_STOP_SEQUENCES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatArgs:
+    """The tool's arguments after the MCP layer's type checks."""
+
+    prompt: str | None = None
+    system: str | None = None
+    messages: Sequence[HistoryMessage] = ()
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | Sequence[str] | None = None
+    thinking: Literal["enabled", "disabled"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A successful call: the reply plus what we changed and how many attempts it took."""
+
+    reply: ChatReply
+    request: ChatRequest
+    adjustments: list[Adjustment] = field(default_factory=list)
+    attempts: int = 1
+
+
+def _stop_list(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = (stop,) if isinstance(stop, str) else tuple(stop)
+    if len(items) > MAX_STOP_SEQUENCES:
+        raise InvalidArguments(f"stop takes at most {MAX_STOP_SEQUENCES} strings, got {len(items)}")
+    if any(not item for item in items):
+        raise InvalidArguments("stop strings must not be empty")
+    return items
+
+
+def empty_answer_notice(reply: ChatReply, thinks: bool) -> str | None:
+    """Explain an empty answer cut by the token budget instead of returning a silent ''."""
+    if reply.text.strip() or reply.finish_reason != "length":
+        return None
+    where = " while the model was still thinking" if thinks and reply.reasoning else ""
+    return (
+        f"The token budget (max_tokens) ran out{where}, before any answer text. "
+        "Call again with a larger max_tokens (16000 or more for thinking models)."
+    )
+
+
+class ChatService:
+    """Checks arguments against the catalogue and runs calls through the upstream client."""
+
+    def __init__(self, client: KimiClient, catalogue: Catalogue, default_model: str) -> None:
+        self.client = client
+        self.catalogue = catalogue
+        self.default_model = default_model
+
+    def model(self, model_id: str | None) -> ModelInfo:
+        wanted = (model_id or "").strip() or self.default_model
+        info = self.catalogue.get(wanted)
+        if info is None:
+            raise InvalidArguments(
+                f"unknown model {wanted!r}; valid ids: {', '.join(self.catalogue.ids)}",
+                details={"valid_models": self.catalogue.ids},
+            )
+        return info
+
+    def prepare(
+        self,
+        args: ChatArgs,
+        *,
+        history: Sequence[Message] = (),
+        json_mode: bool = False,
+        system_suffix: str = "",
+    ) -> ChatRequest:
+        """The upstream request for these arguments, or `InvalidArguments` saying what is wrong."""
+        model = self.model(args.model)
+        if args.thinking is not None and not model.thinking_switch and model.in_catalogue:
+            raise InvalidArguments(
+                f"thinking can only be switched on models that support it (kimi-k2.5), not {model.id}; "
+                f"{model.id} thinking is {model.thinking!r}"
+            )
+        system = args.system
+        if system is not None and not system.strip():
+            raise InvalidArguments("system must not be empty when given")
+        messages: list[Message] = list(history)
+        for index, item in enumerate(args.messages):
+            if not item.content.strip():
+                raise InvalidArguments(f"messages[{index}].content is empty")
+            messages.append(Message(item.role, item.content))
+        if args.prompt is not None:
+            if not args.prompt.strip():
+                raise InvalidArguments("prompt is empty")
+            messages.append(Message("user", args.prompt))
+        if not any(m.role == "user" for m in messages):
+            raise InvalidArguments("give a prompt, or messages with at least one user turn")
+        # One system turn, first: `system` replaces any system turns in the history.
+        history_system = "\n\n".join(m.content for m in messages if m.role == "system")
+        messages = [m for m in messages if m.role != "system"]
+        system = system if system is not None else (history_system or None)
+        if system_suffix:
+            system = f"{system}\n\n{system_suffix}" if system else system_suffix
+        if system:
+            messages.insert(0, Message("system", system))
+        return ChatRequest(
+            model=model,
+            messages=tuple(messages),
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            stop=_stop_list(args.stop),
+            thinking=None if args.thinking is None else args.thinking == "enabled",
+            json_mode=json_mode,
+        )
+
+    async def complete(self, request: ChatRequest, progress: ProgressSink | None = None) -> Completed:
+        """One upstream call; streamed into `progress` when a sink is given."""
+        body, adjustments = build_body(request, stream=progress is not None)
+        if progress is None:
+            outcome = await self.client.chat(body)
+        else:
+            throttle = ProgressThrottle(progress)
+
+            async def on_delta(acc: StreamAccumulator) -> None:
+                await throttle.update(acc)
+
+            async def on_queued() -> None:
+                await throttle.status("queued: waiting for a free upstream slot")
+
+            outcome = await self.client.chat(body, on_delta=on_delta, on_queued=on_queued)
+            await throttle.flush()
+        reply = outcome.reply if outcome.reply.model else replace(outcome.reply, model=request.model.id)
+        return Completed(reply, request, adjustments, outcome.attempts)

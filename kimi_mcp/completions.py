@@ -1,0 +1,168 @@
+"""Chat-completions data: the request we send and the reply we parse (pure, no I/O).
+
+`build_body` applies the catalogue's sampling rules, so a value the upstream would refuse is
+replaced and reported (`Adjustment`) instead of costing a round trip and a 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .catalogue import ModelInfo
+from .errors import InvalidResponse
+
+__all__ = ["Adjustment", "ChatReply", "ChatRequest", "Message", "Usage", "build_body", "parse_completion"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn sent upstream; `reasoning` is an earlier assistant turn's reasoning_content."""
+
+    role: Role
+    content: str
+    reasoning: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.reasoning and self.role == "assistant":
+            out["reasoning_content"] = self.reasoning
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated call, ready to become one upstream request."""
+
+    model: ModelInfo
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    thinking: bool | None = None
+    json_mode: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A sampling value we changed because the model accepts no other."""
+
+    param: str
+    requested: float
+    used: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    """What one completion produced, whichever way (plain or streamed) it arrived."""
+
+    id: str
+    model: str
+    text: str
+    reasoning: str
+    finish_reason: str | None
+    usage: Usage = field(default_factory=Usage)
+
+
+def build_body(request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], list[Adjustment]]:
+    """The upstream JSON body, plus what the catalogue's rules changed in it."""
+    model = request.model
+    thinks = model.thinks(request.thinking)
+    body: dict[str, Any] = {
+        "model": model.id,
+        "messages": [message.to_wire() for message in request.messages],
+    }
+    adjustments: list[Adjustment] = []
+    for param in ("temperature", "top_p"):
+        value: float | None = getattr(request, param)
+        if value is None:
+            continue
+        for rule in model.rules:
+            if rule.param == param and rule.applies(thinks):
+                allowed = rule.allowed(value)
+                if allowed != value:
+                    adjustments.append(Adjustment(param, value, allowed, rule.reason))
+                    value = allowed
+        body[param] = value
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.thinking is not None:
+        body["thinking"] = {"type": "enabled" if request.thinking else "disabled"}
+    if request.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body, adjustments
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_usage(data: Any) -> Usage | None:
+    """Usage from either Ace's or Moonshot's shape; None when absent or not an object."""
+    if not isinstance(data, dict):
+        return None
+    details = data.get("completion_tokens_details")
+    prompt_details = data.get("prompt_tokens_details")
+    reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    cached = _int(data.get("cached_tokens"))
+    if cached is None and isinstance(prompt_details, dict):
+        cached = _int(prompt_details.get("cached_tokens"))
+    prompt = _int(data.get("prompt_tokens")) or 0
+    completion = _int(data.get("completion_tokens")) or 0
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=_int(data.get("total_tokens")) or prompt + completion,
+        reasoning_tokens=reasoning,
+        cached_tokens=cached,
+    )
+
+
+def text_of(value: Any) -> str:
+    """Message content as text: a string, or the text parts of a content-part list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        return "".join(
+            str(part.get("text", "")) for part in value if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def parse_completion(data: Any) -> ChatReply:
+    """A non-streamed 200 body as a reply; anything else is `InvalidResponse`."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise InvalidResponse("the upstream answered 200 without a chat completion (no choices)")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise InvalidResponse("the upstream answered 200 with a choice that has no message")
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    return ChatReply(
+        id=str(data.get("id") or ""),
+        model=str(data.get("model") or ""),
+        text=text_of(message.get("content")),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        usage=parse_usage(data.get("usage")) or Usage(),
+    )

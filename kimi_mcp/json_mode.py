@@ -1,0 +1,128 @@
+"""JSON answers: ask in JSON mode, parse tolerantly, check the caller's schema, repair once.
+
+A reply that is not JSON, or does not match the schema, gets one more try with the parser's or
+validator's complaint fed back; a second failure is `InvalidJSON` with the raw start attached.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+
+from .chat import ChatArgs, ChatService, Completed
+from .completions import ChatRequest, Message, Usage
+from .errors import InvalidArguments, InvalidJSON
+from .progress import ProgressSink
+
+__all__ = ["JsonOutcome", "check_schema", "parse_json_reply", "run_json"]
+
+RAW_PREVIEW_CHARS = 500
+MAX_ATTEMPTS = 2
+_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonOutcome:
+    value: Any
+    text: str
+    completed: Completed
+    usage: Usage
+    json_attempts: int
+
+
+def instruction(schema: dict[str, Any] | None) -> str:
+    """The system-turn instruction for JSON mode."""
+    text = "Answer with JSON only: one valid JSON value, no prose, no Markdown fences."
+    if schema is not None:
+        text += " The JSON must match this JSON Schema:\n" + json.dumps(schema, ensure_ascii=False)
+    return text
+
+
+def check_schema(schema: Any) -> Validator | None:
+    """A validator for the caller's schema; a schema that is not valid is `InvalidArguments`."""
+    if schema is None:
+        return None
+    if not isinstance(schema, dict):
+        raise InvalidArguments("schema must be a JSON Schema object")
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidArguments(f"schema is not a valid JSON Schema: {exc.message}") from None
+    validator: Validator = cls(schema)
+    return validator
+
+
+def parse_json_reply(text: str) -> Any:
+    """JSON from a reply, tolerating surrounding whitespace and a ```json fence; ValueError otherwise."""
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    if fenced:
+        stripped = fenced.group(1).strip()
+    return json.loads(stripped)
+
+
+def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
+    """(value, None) when the reply is good, else (None, what is wrong)."""
+    try:
+        value = parse_json_reply(text)
+    except ValueError as exc:
+        return None, f"not valid JSON: {exc}"
+    if validator is not None:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            return None, f"does not match the schema at {where}: {error.message}"
+    return value, None
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.total_tokens + b.total_tokens,
+        None if a.reasoning_tokens is None and b.reasoning_tokens is None
+        else (a.reasoning_tokens or 0) + (b.reasoning_tokens or 0),
+        None if a.cached_tokens is None and b.cached_tokens is None
+        else (a.cached_tokens or 0) + (b.cached_tokens or 0),
+    )
+
+
+async def run_json(
+    service: ChatService,
+    args: ChatArgs,
+    schema: Any,
+    progress: ProgressSink | None,
+    complete: Callable[[ChatRequest, ProgressSink | None], Awaitable[Completed]] | None = None,
+) -> JsonOutcome:
+    """Ask for JSON, repair once if needed, and return the parsed value."""
+    validator = check_schema(schema)
+    request = service.prepare(args, json_mode=True, system_suffix=instruction(schema if validator else None))
+    run = complete or service.complete
+    usage = Usage()
+    problem = ""
+    text = ""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        completed = await run(request, progress)
+        usage = _add(usage, completed.reply.usage)
+        text = completed.reply.text
+        value, found = _problem(text, validator)
+        if found is None:
+            return JsonOutcome(value, json.dumps(value, ensure_ascii=False), completed, usage, attempt)
+        problem = found
+        request = replace(request, messages=(
+            *request.messages,
+            Message("assistant", text),
+            Message("user", f"Your answer was {problem}. Answer again with JSON only, fixing that."),
+        ))
+    raise InvalidJSON(
+        f"Kimi's answer was {problem}",
+        details={"raw_start": text[:RAW_PREVIEW_CHARS], "json_attempts": MAX_ATTEMPTS},
+    )

@@ -1,0 +1,134 @@
+"""What a host's model gets back: typed results, and the one map from an error to a tool result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from .chat import Completed, empty_answer_notice
+from .completions import Usage
+from .errors import KimiError
+from .redaction import redact, redact_value
+
+__all__ = ["ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result"]
+
+MAX_REASONING_CHARS = 20_000
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+class AdjustedOut(BaseModel):
+    param: str
+    requested: float
+    used: float
+    reason: str
+
+
+class ChatResult(BaseModel):
+    """kimi_chat's structured result."""
+
+    text: str = Field(description="Kimi's answer (the same text as the content block).")
+    model: str
+    finish_reason: str | None = Field(
+        description="stop (finished), length (max_tokens reached), content_filter, or deadline (incomplete)."
+    )
+    usage: UsageOut
+    id: str = Field(description="The upstream completion id.")
+    attempts: int = Field(description="Upstream attempts this call took (retries included).")
+    adjusted: list[AdjustedOut] = Field(
+        default_factory=list[AdjustedOut],
+        description="Sampling values changed because the model accepts no other.",
+    )
+    notice: str | None = Field(default=None, description="Something the caller should know (e.g. empty answer).")
+    reasoning: str | None = Field(default=None, description="The model's reasoning, when include_reasoning.")
+    reasoning_truncated: bool | None = None
+
+
+class JsonResult(BaseModel):
+    """kimi_json's structured result."""
+
+    value: Any = Field(description="The parsed JSON answer.")
+    model: str
+    usage: UsageOut
+    attempts: int = Field(description="Answers it took to get valid JSON (1, or 2 after one repair).")
+    upstream_attempts: int = Field(description="Upstream attempts of the final answer (retries included).")
+    id: str
+    adjusted: list[AdjustedOut] = Field(default_factory=list[AdjustedOut])
+
+
+def usage_out(usage: Usage) -> UsageOut:
+    return UsageOut(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cached_tokens=usage.cached_tokens,
+    )
+
+
+def _adjusted(completed: Completed) -> list[AdjustedOut]:
+    return [AdjustedOut(param=a.param, requested=a.requested, used=a.used, reason=a.reason)
+            for a in completed.adjustments]
+
+
+def _result(text: str, structured: BaseModel) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=structured.model_dump(mode="json"),
+    )
+
+
+def chat_result(completed: Completed, *, include_reasoning: bool) -> CallToolResult:
+    reply = completed.reply
+    notice = empty_answer_notice(reply, completed.request.model.thinks(completed.request.thinking))
+    if completed.adjustments:
+        changed = "; ".join(f"{a.param} {a.requested:g} -> {a.used:g} ({a.reason})" for a in completed.adjustments)
+        notice = f"{notice + ' ' if notice else ''}Adjusted: {changed}."
+    reasoning = reply.reasoning if include_reasoning else None
+    structured = ChatResult(
+        text=reply.text,
+        model=reply.model,
+        finish_reason=reply.finish_reason,
+        usage=usage_out(reply.usage),
+        id=reply.id,
+        attempts=completed.attempts,
+        adjusted=_adjusted(completed),
+        notice=notice,
+        reasoning=reasoning[:MAX_REASONING_CHARS] if reasoning is not None else None,
+        reasoning_truncated=(len(reasoning) > MAX_REASONING_CHARS) if reasoning is not None else None,
+    )
+    text = reply.text if reply.text.strip() or notice is None else f"[{notice}]"
+    return _result(text, structured)
+
+
+def json_result(value: Any, text: str, completed: Completed, usage: Usage, json_attempts: int) -> CallToolResult:
+    structured = JsonResult(
+        value=value,
+        model=completed.reply.model,
+        usage=usage_out(usage),
+        attempts=json_attempts,
+        upstream_attempts=completed.attempts,
+        id=completed.reply.id,
+        adjusted=_adjusted(completed),
+    )
+    return _result(text, structured)
+
+
+def error_result(error: KimiError, *, secrets: tuple[str, ...] = ()) -> CallToolResult:
+    """The one place an error becomes a tool result: a readable line plus `{"error": {...}}`."""
+    line = redact(error.line(), secrets)
+    payload = redact_value(error.payload(), secrets)
+    return CallToolResult(
+        content=[TextContent(type="text", text=line)],
+        structured_content={"error": payload},
+        is_error=True,
+    )
+

@@ -1,0 +1,188 @@
+"""Settings: one table of options, read once from flags and the environment.
+
+Each option is data (its variable, flag, parser, default and help), so the command line, the
+environment reader, `--help`, `server.json` and the docs all come from the same table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["OPTIONS", "Option", "Secret", "Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A malformed setting; the message names the setting and stops start-up in one line."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, str, log line or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: only for the Authorization header and redaction."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --- parsers: each turns a raw string into a value or raises ValueError with a short reason ---
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _secret(raw: str) -> Secret | None:
+    value = raw.strip()
+    return Secret(value) if value else None
+
+
+def _http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{raw!r} is not an http(s) URL")
+    return value
+
+
+def _number(minimum: float, maximum: float = math.inf) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not (minimum <= value <= maximum) or math.isnan(value):
+            raise ValueError(f"{raw!r} is out of range ({minimum:g} to {maximum:g})")
+        return value
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"{raw!r} is out of range ({minimum} to {maximum})")
+        return value
+
+    return parse
+
+
+def _id_list(raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        folded = {c.lower(): c for c in choices}
+        if value.lower() not in folded:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return folded[value.lower()]
+
+    return parse
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: where it comes from, how it is parsed, what it means."""
+
+    field: str
+    env: str
+    flag: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+    secret: bool = False
+    is_switch: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("api_token", "ACEDATACLOUD_API_TOKEN", "--api-token", _secret, "",
+           "Ace Data Cloud API token (get one at https://platform.acedata.cloud).", secret=True),
+    Option("base_url", "ACEDATACLOUD_API_BASE_URL", "--base-url", _http_url, "https://api.acedata.cloud",
+           "Base URL of the Ace Data Cloud API."),
+    Option("request_timeout", "KIMI_REQUEST_TIMEOUT", "--request-timeout", _number(1, 86_400), "900",
+           "Overall seconds one upstream call may take (thinking models can take minutes)."),
+    Option("default_model", "KIMI_DEFAULT_MODEL", "--default-model", _text, "kimi-k2.5",
+           "Model used when a call names none."),
+    Option("extra_models", "KIMI_EXTRA_MODELS", "--extra-models", _id_list, "",
+           "Comma-separated model ids accepted beyond the built-in catalogue."),
+    Option("log_level", "LOG_LEVEL", "--log-level",
+           _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO",
+           "Log level (logs go to stderr)."),
+    Option("transport", "KIMI_TRANSPORT", "--transport", _choice("stdio", "streamable-http", "sse"), "stdio",
+           "How hosts reach the server: stdio, streamable-http (/mcp) or sse (/sse)."),
+    Option("host", "KIMI_HOST", "--host", _text, "127.0.0.1", "Address the HTTP transports bind."),
+    Option("port", "KIMI_PORT", "--port", _integer(0, 65_535), "8000", "Port the HTTP transports bind."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting the server reads, parsed and checked; built once at start-up."""
+
+    api_token: Secret | None = None
+    base_url: str = "https://api.acedata.cloud"
+    request_timeout: float = 900.0
+    default_model: str = "kimi-k2.5"
+    extra_models: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    transport: str = "stdio"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def load(cls, env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:
+        """Flags win over the environment, which wins over defaults; the first bad value raises."""
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = (flags or {}).get(option.field)
+            source = option.flag
+            if raw is None:
+                raw, source = env.get(option.env), option.env
+            if raw is None:
+                raw, source = option.default, f"the default of {option.env}"
+            try:
+                values[option.field] = option.parse(raw)
+            except ValueError as exc:
+                shown = "(hidden)" if option.secret else str(exc)
+                raise SettingsError(f"invalid setting {source}: {shown}") from None
+        return cls(**values)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: the token shows only whether it is set."""
+        shown = dataclasses.asdict(self)
+        shown["api_token"] = "set (****)" if self.api_token else "not set"
+        return shown

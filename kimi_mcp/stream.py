@@ -1,0 +1,121 @@
+"""Streamed completions: SSE lines in, a growing reply out (pure, no I/O).
+
+Tolerates both stream shapes in the reference: Ace's (usage in a final `choices: []` chunk) and
+Moonshot's (usage inside `choices[0]`), comment lines, CRLF, and a chunk that carries reasoning
+and content at once. The caller feeds lines; `[DONE]` is the only proper end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .completions import ChatReply, Usage, parse_usage, text_of
+from .errors import InvalidResponse
+
+__all__ = ["StreamAccumulator", "StreamDelta"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """What one SSE line added."""
+
+    reasoning: str = ""
+    content: str = ""
+
+
+class StreamAccumulator:
+    """Collects a streamed completion line by line."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self._reasoning: list[str] = []
+        self._content: list[str] = []
+        self.reasoning_chars = 0
+        self.content_chars = 0
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.done = False
+        self._data: list[str] = []
+
+    def feed_line(self, line: str) -> StreamDelta | None:
+        """Take one line of the event stream; returns the text it added, if any."""
+        line = line.rstrip("\r\n")
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def _dispatch(self) -> StreamDelta | None:
+        """End of an event: its data lines form one JSON chunk (or [DONE])."""
+        if not self._data:
+            return None
+        data = "\n".join(self._data)
+        self._data = []
+        if data.strip() == "[DONE]":
+            self.done = True
+            return None
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise InvalidResponse(f"the upstream stream sent a chunk that is not JSON: {data[:120]!r}") from None
+        return self.feed_chunk(chunk)
+
+    def flush(self) -> StreamDelta | None:
+        """The stream ended: dispatch an event left without its blank line."""
+        return self._dispatch()
+
+    def feed_chunk(self, chunk: Any) -> StreamDelta | None:
+        if not isinstance(chunk, dict):
+            raise InvalidResponse("the upstream stream sent a chunk that is not an object")
+        if isinstance(chunk.get("error"), dict | str):
+            raise InvalidResponse(f"the upstream stream reported an error: {str(chunk['error'])[:200]}")
+        self.id = self.id or str(chunk.get("id") or "")
+        self.model = self.model or str(chunk.get("model") or "")
+        self.usage = parse_usage(chunk.get("usage")) or self.usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        choice = choices[0]
+        self.usage = parse_usage(choice.get("usage")) or self.usage
+        if isinstance(choice.get("finish_reason"), str):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        reasoning = delta.get("reasoning_content")
+        if reasoning is None:
+            reasoning = delta.get("reasoning")
+        reasoning = reasoning if isinstance(reasoning, str) else ""
+        content = text_of(delta.get("content"))
+        if reasoning:
+            self._reasoning.append(reasoning)
+            self.reasoning_chars += len(reasoning)
+        if content:
+            self._content.append(content)
+            self.content_chars += len(content)
+        return StreamDelta(reasoning, content) if reasoning or content else None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._content)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._reasoning)
+
+    def reply(self) -> ChatReply:
+        return ChatReply(
+            id=self.id,
+            model=self.model,
+            text=self.text,
+            reasoning=self.reasoning,
+            finish_reason=self.finish_reason,
+            usage=self.usage or Usage(),
+        )

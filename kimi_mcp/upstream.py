@@ -1,0 +1,263 @@
+"""The upstream client: one pooled HTTP client, one request per attempt, failures mapped once.
+
+`KimiClient.chat` sends a body to `POST {base}/kimi/chat/completions`, plain or streamed, retries
+what a retry can fix (see `retry`), holds a concurrency slot while it talks to the upstream, and
+returns a `ChatReply` or raises a `KimiError`. Nothing here knows about MCP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+
+from .completions import ChatReply, parse_completion
+from .errors import (
+    TOKEN_HELP,
+    AuthError,
+    InvalidResponse,
+    KimiError,
+    NetworkError,
+    TimeoutError_,
+    from_upstream,
+)
+from .retry import RetryPolicy, should_retry, wait_before_retry
+from .settings import Secret
+from .stream import StreamAccumulator
+
+__all__ = ["CHAT_PATH", "DeltaHook", "KimiClient", "Outcome", "Timeouts", "make_http_client"]
+
+log = logging.getLogger(__name__)
+
+CHAT_PATH = "/kimi/chat/completions"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+DeltaHook = Callable[[StreamAccumulator], Awaitable[None]]
+QueueHook = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Connect, first byte (headers), idle (between stream bytes) and overall, in seconds."""
+
+    connect: float = 10.0
+    first_byte: float = 900.0
+    idle: float = 300.0
+    overall: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished call: the reply and how many upstream attempts it took."""
+
+    reply: ChatReply
+    attempts: int
+
+
+def make_http_client(timeouts: Timeouts, max_connections: int) -> httpx2.AsyncClient:
+    """The process's one pooled client; per-request timeouts are set in `KimiClient`."""
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(timeouts.first_byte, connect=timeouts.connect),
+        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class KimiClient:
+    """Talks to the Kimi chat-completions endpoint; one instance per process."""
+
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        *,
+        base_url: str,
+        token: Secret | None,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        max_concurrency: int,
+    ) -> None:
+        self._http = http
+        self._url = base_url.rstrip("/") + CHAT_PATH
+        self._token = token
+        self._timeouts = timeouts
+        self._retry = retry
+        self._slots = anyio.CapacityLimiter(max_concurrency)
+
+    @property
+    def waiting(self) -> int:
+        return self._slots.statistics().tasks_waiting
+
+    async def chat(
+        self,
+        body: dict[str, Any],
+        *,
+        on_delta: DeltaHook | None = None,
+        on_queued: QueueHook | None = None,
+        budget_s: float | None = None,
+    ) -> Outcome:
+        """One call with retries, all inside the call's overall deadline."""
+        if self._token is None:
+            raise AuthError("no API token is configured", hint=TOKEN_HELP)
+        overall = self._timeouts.overall if budget_s is None else budget_s
+        deadline = time.monotonic() + overall
+        attempts = 0
+        try:
+            with anyio.fail_after(overall):
+                while True:
+                    attempts += 1
+                    started: list[bool] = [False]
+                    try:
+                        reply = await self._attempt(body, on_delta, on_queued, started)
+                        return Outcome(reply, attempts)
+                    except KimiError as error:
+                        error.details["attempts"] = attempts
+                        if not should_retry(error, retries_done=attempts - 1, policy=self._retry,
+                                            answer_started=started[0]):
+                            raise
+                        delay = wait_before_retry(error, attempts - 1, self._retry)
+                        if time.monotonic() + delay >= deadline:
+                            raise
+                        log.info("upstream %s (attempt %d); retrying in %.2fs", error.kind, attempts, delay)
+                        await anyio.sleep(delay)
+        except TimeoutError:
+            raise TimeoutError_(f"no complete answer within {overall:g} s",
+                                details={"attempts": attempts}) from None
+
+    async def _attempt(
+        self,
+        body: dict[str, Any],
+        on_delta: DeltaHook | None,
+        on_queued: QueueHook | None,
+        started: list[bool],
+    ) -> ChatReply:
+        if on_queued is not None and self._slots.available_tokens < 1:
+            await on_queued()
+        async with self._slots:
+            try:
+                if body.get("stream"):
+                    return await self._stream(body, on_delta, started)
+                return await self._plain(body)
+            except httpx2.TimeoutException as exc:
+                raise self._timeout_error(exc) from None
+            except httpx2.TransportError as exc:
+                raise NetworkError(f"connection to the upstream failed: {type(exc).__name__}") from None
+
+    def _headers(self) -> dict[str, str]:
+        assert self._token is not None
+        return {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    def _timeout_error(self, exc: httpx2.TimeoutException) -> KimiError:
+        if isinstance(exc, httpx2.ConnectTimeout):
+            return NetworkError(f"could not connect to the upstream within {self._timeouts.connect:g} s")
+        if isinstance(exc, httpx2.PoolTimeout):
+            return TimeoutError_("no free upstream connection in time")
+        return TimeoutError_(f"the upstream sent nothing for {self._timeouts.idle:g} s")
+
+    async def _plain(self, body: dict[str, Any]) -> ChatReply:
+        timeout = httpx2.Timeout(self._timeouts.first_byte, connect=self._timeouts.connect)
+        async with self._http.stream(
+            "POST", self._url, content=json.dumps(body).encode(), headers=self._headers(), timeout=timeout
+        ) as response:
+            data = await _read_capped(response)
+            if response.status_code != 200:
+                raise from_upstream(response.status_code, data, response.headers)
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise InvalidResponse(
+                f"the upstream answered 200 with a body that is not JSON ({len(data)} bytes)"
+            ) from None
+        return parse_completion(parsed)
+
+    async def _stream(self, body: dict[str, Any], on_delta: DeltaHook | None, started: list[bool]) -> ChatReply:
+        timeout = httpx2.Timeout(self._timeouts.first_byte, connect=self._timeouts.connect)
+        acc = StreamAccumulator()
+        headers = self._headers() | {"Accept": "text/event-stream"}
+        async with self._http.stream(
+            "POST", self._url, content=json.dumps(body).encode(), headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                raise from_upstream(response.status_code, await _read_capped(response), response.headers)
+            if "json" in response.headers.get("content-type", ""):
+                # Some gateways ignore stream=true and answer with one plain completion.
+                return parse_completion(_json_or_invalid(await _read_capped(response)))
+            response.extensions["timeout"] = {"read": self._timeouts.idle}
+            try:
+                await self._consume(response, acc, on_delta, started)
+            except (httpx2.TransportError, KimiError) as exc:
+                raise _with_partial(exc, acc, self._timeouts.idle) from None
+        return acc.reply()
+
+    async def _consume(
+        self, response: httpx2.Response, acc: StreamAccumulator, on_delta: DeltaHook | None, started: list[bool]
+    ) -> None:
+        idle = self._timeouts.idle
+        lines = response.aiter_lines().__aiter__()
+        while not acc.done:
+            try:
+                with anyio.fail_after(idle if math.isfinite(idle) else None):
+                    line = await lines.__anext__()
+            except StopAsyncIteration:
+                acc.flush()
+                if acc.done:
+                    return
+                raise NetworkError("the upstream stream ended before [DONE]") from None
+            except TimeoutError:
+                raise TimeoutError_(f"the upstream stream stalled: no bytes for {idle:g} s") from None
+            if acc.feed_line(line) is not None and on_delta is not None:
+                started[0] = True
+                await on_delta(acc)
+
+
+def _with_partial(exc: Exception, acc: StreamAccumulator, idle: float) -> KimiError:
+    """A failure mid-stream, carrying what had arrived so far."""
+    if isinstance(exc, KimiError):
+        error = exc
+    elif isinstance(exc, httpx2.TimeoutException):
+        error = TimeoutError_(f"the upstream stream stalled: no bytes for {idle:g} s")
+    else:
+        error = NetworkError(f"the upstream stream was cut before it finished ({type(exc).__name__})")
+    if acc.text or acc.reasoning:
+        error.answer_began = True
+        error.details["partial_text"] = acc.text
+        error.details["partial_reasoning_chars"] = len(acc.reasoning)
+    return error
+
+
+async def _read_capped(response: httpx2.Response) -> bytes:
+    """The body, refused past MAX_BODY_BYTES so a runaway answer cannot eat the memory."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise InvalidResponse(
+                    f"the upstream answer is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+                )
+            chunks.append(chunk)
+    except httpx2.TransportError as exc:
+        if not size:
+            raise
+        error = NetworkError(f"the upstream answer was cut after {size} bytes ({type(exc).__name__})")
+        error.answer_began = True
+        raise error from None
+    return b"".join(chunks)
+
+
+def _json_or_invalid(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise InvalidResponse("the upstream answered 200 with a body that is not JSON") from None
