@@ -13,8 +13,7 @@ from typing import Literal
 from .catalogue import Catalogue, ModelInfo
 from .completions import Adjustment, ChatReply, ChatRequest, Message, build_body
 from .errors import InvalidArguments
-from .progress import ProgressSink, ProgressThrottle
-from .stream import StreamAccumulator
+from .progress import StreamListener
 from .upstream import KimiClient
 
 __all__ = ["ChatArgs", "ChatService", "Completed", "HistoryMessage", "empty_answer_notice"]
@@ -141,21 +140,19 @@ class ChatService:
             json_mode=json_mode,
         )
 
-    async def complete(self, request: ChatRequest, progress: ProgressSink | None = None) -> Completed:
-        """One upstream call; streamed into `progress` when a sink is given."""
-        body, adjustments = build_body(request, stream=progress is not None)
-        if progress is None:
+    async def complete(
+        self, request: ChatRequest, *, stream: bool = False, listener: StreamListener | None = None
+    ) -> Completed:
+        """One upstream call; streamed (and reported to `listener`) when asked."""
+        body, adjustments = build_body(request, stream=stream or listener is not None)
+        if listener is None:
             outcome = await self.client.chat(body)
         else:
-            throttle = ProgressThrottle(progress)
-
-            async def on_delta(acc: StreamAccumulator) -> None:
-                await throttle.update(acc)
-
-            async def on_queued() -> None:
-                await throttle.status("queued: waiting for a free upstream slot")
-
-            outcome = await self.client.chat(body, on_delta=on_delta, on_queued=on_queued)
-            await throttle.flush()
+            outcome = await self.client.chat(
+                body,
+                on_delta=listener.update,
+                on_queued=lambda: listener.status("queued: waiting for a free upstream slot"),
+            )
+            await listener.flush()
         reply = outcome.reply if outcome.reply.model else replace(outcome.reply, model=request.model.id)
         return Completed(reply, request, adjustments, outcome.attempts)

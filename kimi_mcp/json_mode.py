@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,9 +16,9 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
 from .chat import ChatArgs, ChatService, Completed
-from .completions import ChatRequest, Message, Usage
+from .completions import Message, Usage
 from .errors import InvalidArguments, InvalidJSON
-from .progress import ProgressSink
+from .progress import StreamListener
 
 __all__ = ["JsonOutcome", "check_schema", "parse_json_reply", "run_json"]
 
@@ -99,18 +98,16 @@ async def run_json(
     service: ChatService,
     args: ChatArgs,
     schema: Any,
-    progress: ProgressSink | None,
-    complete: Callable[[ChatRequest, ProgressSink | None], Awaitable[Completed]] | None = None,
+    listener: StreamListener | None,
 ) -> JsonOutcome:
     """Ask for JSON, repair once if needed, and return the parsed value."""
     validator = check_schema(schema)
     request = service.prepare(args, json_mode=True, system_suffix=instruction(schema if validator else None))
-    run = complete or service.complete
     usage = Usage()
     problem = ""
     text = ""
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        completed = await run(request, progress)
+        completed = await service.complete(request, listener=listener)
         usage = _add(usage, completed.reply.usage)
         text = completed.reply.text
         value, found = _problem(text, validator)

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from .stream import StreamAccumulator
 
-__all__ = ["ProgressSink", "ProgressThrottle", "describe"]
+__all__ = ["ProgressSink", "ProgressThrottle", "StreamListener", "describe"]
 
 ProgressSink = Callable[[float, str], Awaitable[None]]
 """Sends one notification: (progress, message). Progress must strictly increase."""
+
+
+class StreamListener(Protocol):
+    """Who hears about a streamed answer as it grows."""
+
+    async def update(self, acc: StreamAccumulator) -> None: ...
+    async def status(self, message: str) -> None: ...
+    async def flush(self) -> None: ...
 
 MESSAGE_TAIL_CHARS = 2000
 

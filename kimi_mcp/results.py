@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 
 from .chat import Completed, empty_answer_notice
 from .completions import Usage
+from .conversations import ChatTurn
 from .errors import KimiError
 from .redaction import redact, redact_value
 
-__all__ = ["ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result"]
+__all__ = ["ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result", "partial_result"]
 
 MAX_REASONING_CHARS = 20_000
 
@@ -50,6 +51,14 @@ class ChatResult(BaseModel):
     notice: str | None = Field(default=None, description="Something the caller should know (e.g. empty answer).")
     reasoning: str | None = Field(default=None, description="The model's reasoning, when include_reasoning.")
     reasoning_truncated: bool | None = None
+    conversation_id: str | None = Field(
+        default=None, description="Pass back as conversation_id to continue this conversation."
+    )
+    offset: int = Field(
+        default=0, description="Characters of this answer returned by earlier (incomplete) results; text is the rest."
+    )
+    dropped_turns: int = Field(default=0, description="Oldest stored turns left out to fit the context window.")
+    pruned_turns: int = Field(default=0, description="Oldest turns deleted from storage by the turn/size limits.")
 
 
 class JsonResult(BaseModel):
@@ -86,15 +95,22 @@ def _result(text: str, structured: BaseModel) -> CallToolResult:
     )
 
 
-def chat_result(completed: Completed, *, include_reasoning: bool) -> CallToolResult:
+def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> CallToolResult:
+    """A finished answer (from `offset` on, when earlier pieces were already handed over)."""
+    completed = turn.completed
     reply = completed.reply
-    notice = empty_answer_notice(reply, completed.request.model.thinks(completed.request.thinking))
+    notes = [note for note in (
+        empty_answer_notice(reply, completed.request.model.thinks(completed.request.thinking)),
+        *turn.notices,
+    ) if note]
     if completed.adjustments:
         changed = "; ".join(f"{a.param} {a.requested:g} -> {a.used:g} ({a.reason})" for a in completed.adjustments)
-        notice = f"{notice + ' ' if notice else ''}Adjusted: {changed}."
+        notes.append(f"Adjusted: {changed}.")
+    notice = " ".join(notes) or None
     reasoning = reply.reasoning if include_reasoning else None
+    text = reply.text[offset:]
     structured = ChatResult(
-        text=reply.text,
+        text=text,
         model=reply.model,
         finish_reason=reply.finish_reason,
         usage=usage_out(reply.usage),
@@ -104,9 +120,33 @@ def chat_result(completed: Completed, *, include_reasoning: bool) -> CallToolRes
         notice=notice,
         reasoning=reasoning[:MAX_REASONING_CHARS] if reasoning is not None else None,
         reasoning_truncated=(len(reasoning) > MAX_REASONING_CHARS) if reasoning is not None else None,
+        conversation_id=turn.conversation_id,
+        offset=offset,
+        dropped_turns=turn.dropped_turns,
+        pruned_turns=turn.pruned_turns,
     )
-    text = reply.text if reply.text.strip() or notice is None else f"[{notice}]"
-    return _result(text, structured)
+    shown = text if text.strip() or notice is None else f"[{notice}]"
+    return _result(shown, structured)
+
+
+def partial_result(conversation_id: str, piece: str, offset: int, model: str) -> CallToolResult:
+    """An answer still being written at the soft deadline: what has arrived, and how to get the rest."""
+    instruction = (
+        f"The answer is not finished yet. To get the rest, call kimi_chat with "
+        f'conversation_id="{conversation_id}" and resume=true.'
+    )
+    structured = ChatResult(
+        text=piece,
+        model=model,
+        finish_reason="deadline",
+        usage=UsageOut(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+        id="",
+        attempts=1,
+        notice=instruction,
+        conversation_id=conversation_id,
+        offset=offset,
+    )
+    return _result(f"{piece}\n\n[{instruction}]" if piece else f"[{instruction}]", structured)
 
 
 def json_result(value: Any, text: str, completed: Completed, usage: Usage, json_attempts: int) -> CallToolResult:

@@ -1,32 +1,56 @@
-"""The MCP wiring: tools, resources and the lifespan that owns the pooled HTTP client.
+"""The MCP wiring: the server, its lifespan, and the two Kimi tools plus the model resources.
 
-Thin on purpose: each tool checks nothing itself, hands its arguments to `ChatService` /
-`run_json`, and turns the outcome (or the `KimiError`) into a tool result.
+Thin on purpose: tools hand their arguments to the chat layer and turn the outcome (or the
+`KimiError`) into a tool result. Conversation tools live in `conversation_tools`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import anyio
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.resources import FunctionResource
 from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AnyUrl, ValidationError
 
 from . import __version__
+from .arguments import (
+    ConversationId,
+    HistoryItem,
+    IncludeReasoning,
+    MaxTokens,
+    Messages,
+    ModelArg,
+    Prompt,
+    Resume,
+    SchemaArg,
+    Stop,
+    System,
+    Temperature,
+    ThinkingArg,
+    TopP,
+)
 from .catalogue import CATALOGUE, Catalogue
 from .chat import ChatArgs, ChatService, HistoryMessage
+from .conversation_tools import register_conversation_tools
+from .conversations import ChatTurn, ConversationChat
 from .errors import InternalError, InvalidArguments, KimiError
+from .generations import Generation, Generations
 from .json_mode import run_json
-from .progress import ProgressSink
-from .results import ChatResult, JsonResult, chat_result, error_result, json_result
+from .principal import principal_of
+from .progress import ProgressSink, ProgressThrottle
+from .results import ChatResult, JsonResult, chat_result, error_result, json_result, partial_result
 from .retry import RetryPolicy
 from .settings import Settings
+from .state import AppState
+from .store import Limits, default_store_path, new_conversation_id, open_store
 from .upstream import KimiClient, Timeouts, make_http_client
 
 __all__ = ["AppState", "KimiServer", "create_server"]
@@ -35,30 +59,38 @@ log = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "kimi-mcp gives you Moonshot's Kimi models. Use kimi_chat for a second opinion, a long-context "
-    "read, Chinese-language work or a different model's view; kimi_json when you need an answer as "
-    "JSON you can use in code. Read kimi://models to choose a model."
+    "read, Chinese-language work or a different model's view; results carry a conversation_id to "
+    "continue the conversation. Use kimi_json when you need an answer as JSON you can use in code. "
+    "Read kimi://models to choose a model."
 )
 
 
-class HistoryItem(BaseModel):
-    """One earlier turn of a caller-managed conversation."""
-
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=2_000_000)
-
-
-@dataclass(frozen=True, slots=True)
-class AppState:
-    """What the lifespan builds once per process and every tool call shares."""
-
-    service: ChatService
-    secrets: tuple[str, ...]
+ContextReader = Callable[[Context[AppState, Any]], Awaitable[str]]
 
 
 class KimiServer(MCPServer[AppState]):
-    """MCPServer whose argument-validation failures come back as structured `invalid_arguments`."""
+    """MCPServer whose tool failures come back as structured tool errors, and whose static
+    resources may depend on the caller (the SDK gives static resources no context)."""
 
     secrets: tuple[str, ...] = ()
+    context_readers: dict[str, ContextReader]
+
+    def add_context_resource(self, uri: str, reader: ContextReader, **resource: Any) -> None:
+        """A fixed-URI resource whose content depends on who reads it (e.g. their conversations)."""
+
+        def unreachable() -> str:
+            raise ResourceError(f"{uri} needs a request context")
+
+        self.context_readers[uri] = reader
+        self.add_resource(FunctionResource.from_function(unreachable, uri=uri, **resource))
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        reader = self.context_readers.get(str(uri))
+        if reader is None or context is None:
+            return await super().read_resource(uri, context)
+        return [ReadResourceContents(content=await reader(context), mime_type="application/json")]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
@@ -83,7 +115,7 @@ def _describe(err: Any) -> str:
 
 
 def _progress_sink(ctx: Context[AppState, Any]) -> ProgressSink | None:
-    """A sink when the caller asked for progress (sent a progress token), else None (no streaming)."""
+    """A sink when the caller asked for progress (sent a progress token), else None."""
     request = ctx.request_context
     meta: Any = request.meta or {}
     raw_meta: Any = (request.params or {}).get("_meta") or {}
@@ -97,30 +129,6 @@ def _progress_sink(ctx: Context[AppState, Any]) -> ProgressSink | None:
     return sink
 
 
-# --- argument types, shared by both tools; descriptions are written for the host's model ---
-Prompt = Annotated[str | None, Field(description="Your message to Kimi (the final user turn).")]
-System = Annotated[str | None, Field(description="Optional system prompt: Kimi's role, rules and style.")]
-Messages = Annotated[
-    list[HistoryItem] | None,
-    Field(description="Optional earlier turns you manage yourself, oldest first; prompt (if given) is appended "
-                      "as the last user turn.", max_length=1000),
-]
-ModelArg = Annotated[str | None, Field(description="Model id (see kimi://models). Default: the server's default.")]
-MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000, description=(
-    "Upper bound on generated tokens; thinking models spend reasoning tokens from it too (use >= 16000)."))]
-Temperature = Annotated[float | None, Field(ge=0, le=2, description=(
-    "Sampling temperature 0-2 (lower = more focused). Some models accept only fixed values; "
-    "the server then uses the allowed one and reports it under `adjusted`."))]
-TopP = Annotated[float | None, Field(ge=0, le=1, description="Nucleus sampling 0-1.")]
-Stop = Annotated[str | list[str] | None, Field(description="Up to 4 strings that end the answer when generated.")]
-ThinkingArg = Annotated[Literal["enabled", "disabled"] | None, Field(description=(
-    "kimi-k2.5 only: enabled (default, deeper and slower) or disabled (fast). Refused on other models."))]
-IncludeReasoning = Annotated[bool, Field(description=(
-    "Add the model's reasoning to the structured result (the text stays the answer alone)."))]
-SchemaArg = Annotated[dict[str, Any] | None, Field(description=(
-    "Optional JSON Schema the answer must match; a mismatching answer is repaired once."))]
-
-
 def _args(prompt: str | None, system: str | None, messages: Sequence[HistoryItem] | None, model: str | None,
           max_tokens: int | None, temperature: float | None, top_p: float | None,
           stop: str | list[str] | None, thinking: Literal["enabled", "disabled"] | None) -> ChatArgs:
@@ -131,42 +139,115 @@ def _args(prompt: str | None, system: str | None, messages: Sequence[HistoryItem
     )
 
 
+async def _hand_over(
+    state: AppState, generation: Generation[ChatTurn], conversation_id: str, model: str, include_reasoning: bool
+) -> CallToolResult:
+    """Wait up to the soft deadline; then the whole answer, or the piece that has arrived."""
+    if await generation.wait(state.soft_deadline):
+        state.generations.forget(generation)
+        turn = generation.outcome()
+        return chat_result(turn, include_reasoning=include_reasoning, offset=generation.delivered)
+    generation.attach(None)
+    text = generation.text
+    offset, generation.delivered = generation.delivered, len(text)
+    return partial_result(conversation_id, text[offset:], offset, model)
+
+
+async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, conversation_id: str | None,
+                include_reasoning: bool) -> CallToolResult:
+    principal = principal_of(ctx)
+    state.service.prepare(args)  # refuse bad arguments before anything starts
+    cid = conversation_id or new_conversation_id()
+    model = state.service.model(args.model).id
+    if conversation_id is not None and state.generations.pending((principal, cid)) is None:
+        if await state.conversations.get(principal, cid) is None:
+            raise InvalidArguments(
+                f"unknown conversation_id {cid!r} (expired, deleted or never created); "
+                "leave conversation_id out to start a new conversation"
+            )
+
+    async def job(generation: Generation[ChatTurn]) -> ChatTurn:
+        return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
+                                             listener=generation)
+
+    generation = state.generations.start((principal, cid), job)
+    generation.attach(_progress_sink(ctx))
+    handed_over = False
+    try:
+        result = await _hand_over(state, generation, cid, model, include_reasoning)
+        handed_over = True
+        return result
+    finally:
+        if not handed_over:  # the caller went away (cancelled): stop the upstream request too
+            generation.scope.cancel()
+            state.generations.forget(generation)
+
+
+async def _resume(state: AppState, ctx: Context[AppState, Any], conversation_id: str | None,
+                  include_reasoning: bool) -> CallToolResult:
+    if not conversation_id:
+        raise InvalidArguments("resume needs the conversation_id of the incomplete answer")
+    generation = state.generations.pending((principal_of(ctx), conversation_id))
+    if generation is None:
+        raise InvalidArguments(
+            f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
+            "(read them with kimi_read_conversation)"
+        )
+    generation.attach(_progress_sink(ctx))
+    model = state.service.default_model
+    return await _hand_over(state, generation, conversation_id, model, include_reasoning)  # type: ignore[arg-type]
+
+
 def _describe_models(catalogue: Catalogue, default_model: str) -> str:
     return "\n".join(
         f"- {m.id}{' (default)' if m.id == default_model else ''}: {m.description}" for m in catalogue
     )
 
 
-def create_server(settings: Settings) -> KimiServer:
-    """Build the server from settings; nothing is created until the lifespan starts."""
-    catalogue = Catalogue(CATALOGUE, settings.extra_models)
-    secrets = (settings.api_token.reveal(),) if settings.api_token else ()
+def _lifespan(settings: Settings, catalogue: Catalogue) -> Any:
+    """Once per process: the pooled HTTP client, the store and the background task group."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        timeouts = Timeouts(overall=settings.request_timeout, first_byte=settings.request_timeout)
-        async with make_http_client(timeouts, max_connections=64) as http:
-            client = KimiClient(
-                http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
-                retry=RetryPolicy(), max_concurrency=64,
-            )
-            yield AppState(ChatService(client, catalogue, settings.default_model), secrets)
+        timeouts = Timeouts(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout,
+                            idle=settings.idle_timeout, overall=settings.request_timeout)
+        store = open_store(settings.store or str(default_store_path()))
+        limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
+        async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
+            client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
+                                retry=RetryPolicy(max_retries=settings.max_retries),
+                                max_concurrency=settings.max_concurrency)
+            service = ChatService(client, catalogue, settings.default_model)
+            conversations = ConversationChat(service, store, limits, settings.conversation_ttl_days * 86_400)
+            try:
+                yield AppState(service, conversations, Generations(tg), settings.soft_deadline, settings.secrets())
+            finally:
+                tg.cancel_scope.cancel()
+                await store.close()
 
+    return lifespan
+
+
+def create_server(settings: Settings) -> KimiServer:
+    """Build the server from settings; nothing is opened until the lifespan starts."""
+    catalogue = Catalogue(CATALOGUE, settings.extra_models)
     server = KimiServer(
-        "kimi-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
+        "kimi-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan(settings, catalogue),
         log_level=settings.log_level,  # type: ignore[arg-type]
     )
-    server.secrets = secrets
-    models_text = _describe_models(catalogue, settings.default_model)
+    server.secrets = settings.secrets()
+    server.context_readers = {}
     annotations = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
                                   idempotent_hint=False)
 
     @server.tool(
         description=(
-            "Ask Moonshot's Kimi a question and get its answer as text. Use it for a second opinion, "
-            "a review, long documents (256K-token context), Chinese-language work, or to compare another "
-            "model's view. Give `prompt`, optionally `system` and your own `messages` history.\n"
-            f"Models:\n{models_text}"
+            "Ask Moonshot's Kimi and get its answer as text. Use it for a second opinion, a review, long "
+            "documents (256K-token context), Chinese-language work, or another model's view. Give `prompt` "
+            "(and optionally `system`). Every result has a conversation_id: pass it back to continue the "
+            "conversation. A result with finish_reason 'deadline' is incomplete: call again with the same "
+            "conversation_id and resume=true for the rest.\n"
+            f"Models:\n{_describe_models(catalogue, settings.default_model)}"
         ),
         annotations=annotations.model_copy(update={"title": "Chat with Kimi"}),
         structured_output=True,
@@ -176,14 +257,14 @@ def create_server(settings: Settings) -> KimiServer:
         prompt: Prompt = None, system: System = None, messages: Messages = None, model: ModelArg = None,
         max_tokens: MaxTokens = None, temperature: Temperature = None, top_p: TopP = None, stop: Stop = None,
         thinking: ThinkingArg = None, include_reasoning: IncludeReasoning = False,
+        conversation_id: ConversationId = None, resume: Resume = False,
     ) -> Annotated[CallToolResult, ChatResult]:
         state = ctx.request_context.lifespan_context
         try:
-            service = state.service
-            request = service.prepare(
-                _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking))
-            completed = await service.complete(request, _progress_sink(ctx))
-            return chat_result(completed, include_reasoning=include_reasoning)
+            if resume:
+                return await _resume(state, ctx, conversation_id, include_reasoning)
+            args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+            return await _chat(state, ctx, args, conversation_id, include_reasoning)
         except KimiError as error:
             return error_result(error, secrets=state.secrets)
 
@@ -205,7 +286,9 @@ def create_server(settings: Settings) -> KimiServer:
         state = ctx.request_context.lifespan_context
         try:
             args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
-            outcome = await run_json(state.service, args, schema, _progress_sink(ctx))
+            sink = _progress_sink(ctx)
+            listener = ProgressThrottle(sink) if sink is not None else None
+            outcome = await run_json(state.service, args, schema, listener)
             return json_result(outcome.value, outcome.text, outcome.completed, outcome.usage, outcome.json_attempts)
         except KimiError as error:
             return error_result(error, secrets=state.secrets)
@@ -226,4 +309,5 @@ def create_server(settings: Settings) -> KimiServer:
             raise ResourceError(f"unknown model {model_id!r}; valid ids: {', '.join(catalogue.ids)}")
         return json.dumps(info.to_dict(settings.default_model), indent=2)
 
+    register_conversation_tools(server)
     return server

@@ -146,6 +146,42 @@ OPTIONS: tuple[Option, ...] = (
            "How hosts reach the server: stdio, streamable-http (/mcp) or sse (/sse)."),
     Option("host", "KIMI_HOST", "--host", _text, "127.0.0.1", "Address the HTTP transports bind."),
     Option("port", "KIMI_PORT", "--port", _integer(0, 65_535), "8000", "Port the HTTP transports bind."),
+    # conversations and host deadlines
+    Option("store", "KIMI_STORE", "--store", _text, "",
+           "Conversation store: a SQLite file path, or 'memory' to keep nothing on disk "
+           "(default: conversations.sqlite3 in the user's data directory)."),
+    Option("soft_deadline", "KIMI_SOFT_DEADLINE", "--soft-deadline", _number(0, 86_400), "50",
+           "Seconds after which kimi_chat returns the partial answer and keeps generating (0: off)."),
+    Option("conversation_ttl_days", "KIMI_CONVERSATION_TTL_DAYS", "--conversation-ttl-days",
+           _number(0, 36_500), "30", "Days a conversation is kept after its last use (0: forever)."),
+    Option("max_turns", "KIMI_MAX_TURNS", "--max-turns", _integer(2, 100_000), "200",
+           "Turns kept per conversation; the oldest are dropped first."),
+    Option("max_conversation_bytes", "KIMI_MAX_CONVERSATION_BYTES", "--max-conversation-bytes",
+           _integer(1_000, 1_000_000_000), "2000000", "Stored bytes per conversation; the oldest turns go first."),
+    # resilience
+    Option("max_retries", "KIMI_MAX_RETRIES", "--max-retries", _integer(0, 10), "3",
+           "Retries of a failed upstream call (429, 5xx, connection failures only)."),
+    Option("max_concurrency", "KIMI_MAX_CONCURRENCY", "--max-concurrency", _integer(1, 10_000), "50",
+           "Upstream requests at once; further calls wait in arrival order."),
+    Option("connect_timeout", "KIMI_CONNECT_TIMEOUT", "--connect-timeout", _number(0.1, 600), "10",
+           "Seconds to open a connection to the upstream."),
+    Option("first_byte_timeout", "KIMI_FIRST_BYTE_TIMEOUT", "--first-byte-timeout", _number(0.1, 86_400), "600",
+           "Seconds to wait for the upstream's first answer byte."),
+    Option("idle_timeout", "KIMI_IDLE_TIMEOUT", "--idle-timeout", _number(0.1, 86_400), "120",
+           "Seconds a stream may stay silent before it is aborted."),
+    # HTTP transports: who may call
+    Option("auth_tokens", "KIMI_MCP_AUTH_TOKENS", "--auth-tokens", _secret, "",
+           "Client tokens for the HTTP transports, as name:token pairs separated by commas.", secret=True),
+    Option("auth_tokens_file", "KIMI_MCP_AUTH_TOKENS_FILE", "--auth-tokens-file", _text, "",
+           "A file of name:token lines (same format as KIMI_MCP_AUTH_TOKENS)."),
+    Option("allow_unauthenticated", "KIMI_ALLOW_UNAUTHENTICATED", "--allow-unauthenticated", _flag, "false",
+           "Serve a non-loopback address without client auth (you must mean it).", is_switch=True),
+    Option("allowed_origins", "KIMI_ALLOWED_ORIGINS", "--allowed-origins", _id_list, "",
+           "Extra Origin values the HTTP transports accept (comma-separated)."),
+    Option("allowed_hosts", "KIMI_ALLOWED_HOSTS", "--allowed-hosts", _id_list, "",
+           "Extra Host values the HTTP transports accept (comma-separated, host:port or host:*)."),
+    Option("max_request_bytes", "KIMI_MAX_REQUEST_BYTES", "--max-request-bytes", _integer(1_024, 1_073_741_824),
+           "4194304", "Largest HTTP request body accepted from a client."),
 )
 
 
@@ -162,6 +198,22 @@ class Settings:
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
+    store: str = ""
+    soft_deadline: float = 50.0
+    conversation_ttl_days: float = 30.0
+    max_turns: int = 200
+    max_conversation_bytes: int = 2_000_000
+    max_retries: int = 3
+    max_concurrency: int = 50
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 600.0
+    idle_timeout: float = 120.0
+    auth_tokens: Secret | None = None
+    auth_tokens_file: str = ""
+    allow_unauthenticated: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_request_bytes: int = 4_194_304
 
     @classmethod
     def load(cls, env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:
@@ -181,8 +233,21 @@ class Settings:
                 raise SettingsError(f"invalid setting {source}: {shown}") from None
         return cls(**values)
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for redaction."""
+        values = (getattr(self, o.field) for o in OPTIONS if o.secret)
+        found = [v.reveal() for v in values if isinstance(v, Secret)]
+        if self.auth_tokens:
+            found += [pair.partition(":")[2] for pair in self.auth_tokens.reveal().split(",")]
+        return tuple(v.strip() for v in found if v.strip())
+
+    def __repr__(self) -> str:
+        return f"Settings({self.masked()!r})"
+
     def masked(self) -> dict[str, Any]:
         """The settings as a dict fit for a log line: the token shows only whether it is set."""
         shown = dataclasses.asdict(self)
-        shown["api_token"] = "set (****)" if self.api_token else "not set"
+        for option in OPTIONS:
+            if option.secret:
+                shown[option.field] = "set (****)" if getattr(self, option.field) else "not set"
         return shown

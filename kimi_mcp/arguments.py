@@ -1,0 +1,65 @@
+"""Tool argument types, with the descriptions a host's model reads when it fills them in."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ConversationId",
+    "HistoryItem",
+    "IncludeReasoning",
+    "MaxTokens",
+    "Messages",
+    "ModelArg",
+    "Prompt",
+    "Resume",
+    "SchemaArg",
+    "Stop",
+    "System",
+    "Temperature",
+    "ThinkingArg",
+    "TopP",
+]
+
+
+class HistoryItem(BaseModel):
+    """One earlier turn of a caller-managed conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=2_000_000)
+
+
+Prompt = Annotated[str | None, Field(description="Your message to Kimi (the final user turn).")]
+System = Annotated[str | None, Field(description="Optional system prompt: Kimi's role, rules and style.")]
+Messages = Annotated[
+    list[HistoryItem] | None,
+    Field(
+        description="Optional earlier turns you manage yourself, oldest first; `prompt` (if given) is "
+        "appended as the last user turn. Not needed with conversation_id: the server keeps the history.",
+        max_length=1000,
+    ),
+]
+ModelArg = Annotated[str | None, Field(description="Model id (see kimi://models). Default: the server's default.")]
+MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000, description=(
+    "Upper bound on generated tokens; thinking models spend reasoning tokens from it too (use >= 16000)."))]
+Temperature = Annotated[float | None, Field(ge=0, le=2, description=(
+    "Sampling temperature 0-2 (lower = more focused). Some models accept only fixed values; "
+    "the server then uses the allowed one and reports it under `adjusted`."))]
+TopP = Annotated[float | None, Field(ge=0, le=1, description="Nucleus sampling 0-1.")]
+Stop = Annotated[
+    str | list[str] | None, Field(description="Up to 4 strings that end the answer when generated.")
+]
+ThinkingArg = Annotated[Literal["enabled", "disabled"] | None, Field(description=(
+    "kimi-k2.5 only: enabled (default, deeper and slower) or disabled (fast). Refused on other models."))]
+IncludeReasoning = Annotated[bool, Field(description=(
+    "Add the model's reasoning to the structured result (the text stays the answer alone)."))]
+SchemaArg = Annotated[dict[str, Any] | None, Field(description=(
+    "Optional JSON Schema the answer must match; a mismatching answer is repaired once."))]
+ConversationId = Annotated[str | None, Field(max_length=200, description=(
+    "Continue a stored conversation: pass the conversation_id of an earlier kimi_chat result. "
+    "Leave out to start a new conversation."))]
+Resume = Annotated[bool, Field(description=(
+    "With conversation_id: fetch the rest of an answer that was returned incomplete "
+    "(finish_reason 'deadline'). No prompt is needed."))]

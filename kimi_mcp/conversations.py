@@ -1,0 +1,179 @@
+"""Conversations: stored history in, one new exchange stored out, one call at a time per conversation.
+
+`ConversationChat.run` loads the conversation, trims history to the model's context window,
+calls Kimi, and stores the user turn(s) plus the answer in one write, only when the call
+succeeded. A per-conversation lock applies concurrent calls one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import anyio
+
+from .catalogue import ModelInfo
+from .chat import ChatArgs, ChatService, Completed
+from .completions import Message
+from .errors import InvalidArguments, StorageFailure
+from .progress import StreamListener
+from .store import Conversation, ConversationNotFound, ConversationStore, Limits, StorageError, Turn
+
+__all__ = ["ChatTurn", "ConversationChat", "estimate_tokens", "trim_history"]
+
+TITLE_CHARS = 80
+PURGE_EVERY_S = 60.0
+ANSWER_RESERVE_THINKING = 16_384
+ANSWER_RESERVE = 4_096
+TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """A stored exchange: the completion plus what happened to the conversation."""
+
+    completed: Completed
+    conversation_id: str
+    dropped_turns: int = 0
+    pruned_turns: int = 0
+    notices: tuple[str, ...] = ()
+
+
+def estimate_tokens(text: str) -> int:
+    """A cautious estimate: ~4 ASCII characters per token, 1 token per other character (CJK)."""
+    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    return ascii_chars // 4 + (len(text) - ascii_chars) + 1
+
+
+def trim_history(
+    history: Sequence[Message], fixed: Sequence[Message], model: ModelInfo, max_tokens: int | None, thinks: bool
+) -> tuple[list[Message], int]:
+    """Drop the oldest history turns (whole exchanges) until everything fits the context window.
+
+    `fixed` (the system turn and the new turns) is never dropped.
+    """
+    reserve = max_tokens or (ANSWER_RESERVE_THINKING if thinks else ANSWER_RESERVE)
+    budget = model.context_window - reserve - sum(estimate_tokens(m.content) + TOKENS_PER_MESSAGE for m in fixed)
+    costs = [estimate_tokens(m.content) + estimate_tokens(m.reasoning or "") + TOKENS_PER_MESSAGE for m in history]
+    total = sum(costs)
+    start = 0
+    while start < len(history) and total > budget:
+        total -= costs[start]
+        start += 1
+        while start < len(history) and history[start].role != "user":
+            total -= costs[start]
+            start += 1
+    return list(history[start:]), start
+
+
+@dataclass
+class ConversationChat:
+    """Runs chat calls that belong to stored conversations."""
+
+    service: ChatService
+    store: ConversationStore
+    limits: Limits
+    ttl_s: float
+    _locks: weakref.WeakValueDictionary[tuple[str, str], anyio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    _last_purge: float = 0.0
+
+    def lock(self, principal: str, conversation_id: str) -> anyio.Lock:
+        """The lock that serialises calls on one conversation (kept while anyone holds it)."""
+        key = (principal, conversation_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = anyio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def get(self, principal: str, conversation_id: str) -> Conversation | None:
+        await self.purge_expired()
+        try:
+            return await self.store.get(principal, conversation_id)
+        except StorageError as exc:
+            raise StorageFailure(str(exc)) from None
+
+    async def purge_expired(self) -> None:
+        """Drop conversations unused for longer than the TTL; at most once a minute."""
+        now = time.time()
+        if self.ttl_s <= 0 or now - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = now
+        try:
+            await self.store.purge_expired(older_than=now - self.ttl_s)
+        except StorageError as exc:
+            raise StorageFailure(str(exc)) from None
+
+    async def run(
+        self,
+        principal: str,
+        conversation_id: str,
+        args: ChatArgs,
+        *,
+        continuing: bool,
+        listener: StreamListener | None,
+    ) -> ChatTurn:
+        async with self.lock(principal, conversation_id):
+            stored = await self.get(principal, conversation_id) if continuing else None
+            if continuing and stored is None:
+                raise InvalidArguments(
+                    f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
+                    "start a new conversation by leaving conversation_id out"
+                )
+            notices: list[str] = []
+            if stored is not None and args.system is None:
+                args = replace(args, system=stored.system)
+            elif stored is not None and stored.system and args.system != stored.system:
+                notices.append("The new system prompt replaces the conversation's earlier one.")
+            model = self.service.model(args.model or (stored.summary.model if stored else None))
+            args = replace(args, model=model.id)
+            request = self.service.prepare(args)
+            thinks = model.thinks(request.thinking)
+            history = _history(stored, keep_reasoning=thinks)
+            kept, dropped = trim_history(history, request.messages, model, args.max_tokens, thinks)
+            if dropped:
+                notices.append(f"{dropped} oldest turns were left out to fit the context window.")
+            system = request.messages[:1] if request.messages[0].role == "system" else ()
+            request = replace(request, messages=(*system, *kept, *request.messages[len(system):]))
+            completed = await self.service.complete(request, stream=True, listener=listener)
+            pruned = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+            return ChatTurn(completed, conversation_id, dropped, pruned, tuple(notices))
+
+    async def _save(
+        self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *, is_new: bool
+    ) -> int:
+        now = time.time()
+        turns = [Turn(m.role, m.content, None, now) for m in completed.request.messages[-_new_turns(args):]
+                 if m.role in ("user", "assistant")]
+        turns.append(Turn("assistant", completed.reply.text, completed.reply.reasoning or None, now))
+        first_prompt = next((t.content for t in turns if t.role == "user"), "")
+        try:
+            saved = await self.store.save_exchange(
+                principal, conversation_id, model=completed.request.model.id, system=args.system,
+                title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
+            )
+        except (StorageError, ConversationNotFound) as exc:
+            raise StorageFailure(
+                f"the answer could not be stored: {exc}", details={"text": completed.reply.text}
+            ) from None
+        return saved.pruned_turns
+
+
+def _new_turns(args: ChatArgs) -> int:
+    """How many of the request's last messages are new in this call (caller history + prompt)."""
+    return len([m for m in args.messages if m.role != "system"]) + (1 if args.prompt is not None else 0)
+
+
+def _history(stored: Conversation | None, *, keep_reasoning: bool) -> list[Message]:
+    if stored is None:
+        return []
+    return [Message(t.role, t.content, t.reasoning if keep_reasoning else None) for t in stored.turns]
+
+
+def _title(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"

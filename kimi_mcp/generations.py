@@ -1,0 +1,139 @@
+"""Answers that outlive a host's deadline: a generation runs as a background task of the server.
+
+A tool call starts a `Generation` and waits for it up to the soft deadline. If it finishes, the
+call returns it. If not, the call returns the partial text and detaches; the generation keeps
+streaming and stores its turn when it ends, and a later `resume` call picks up the rest. A call
+cancelled before the deadline cancels its generation (and so the upstream request) at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .errors import KimiError
+from .progress import ProgressSink, ProgressThrottle
+from .stream import StreamAccumulator
+
+__all__ = ["Generation", "Generations"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+KEEP_FINISHED_S = 3600.0
+"""How long a finished, never-resumed generation waits for its resume call."""
+
+
+@dataclass(eq=False)
+class Generation(Generic[T]):
+    """One answer being produced; also the `StreamListener` its upstream call reports to."""
+
+    key: tuple[str, str]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    acc: StreamAccumulator | None = None
+    result: T | None = None
+    error: BaseException | None = None
+    delivered: int = 0
+    finished_at: float | None = None
+    _throttle: ProgressThrottle | None = None
+
+    @property
+    def text(self) -> str:
+        return self.acc.text if self.acc is not None else ""
+
+    def attach(self, sink: ProgressSink | None) -> None:
+        """Progress goes to this sink (a new tool call) from now on; None: to nobody."""
+        self._throttle = ProgressThrottle(sink) if sink is not None else None
+
+    async def update(self, acc: StreamAccumulator) -> None:
+        self.acc = acc
+        if self._throttle is not None:
+            await self._guard(self._throttle.update(acc))
+
+    async def status(self, message: str) -> None:
+        if self._throttle is not None:
+            await self._guard(self._throttle.status(message))
+
+    async def flush(self) -> None:
+        if self._throttle is not None:
+            await self._guard(self._throttle.flush())
+
+    async def _guard(self, sending: Awaitable[None]) -> None:
+        """A listener that went away must not end the generation."""
+        try:
+            await sending
+        except Exception:
+            log.debug("progress listener gone; generation continues", exc_info=True)
+            self._throttle = None
+
+    async def wait(self, seconds: float) -> bool:
+        """True when finished within `seconds` (0 or less: wait as long as it takes)."""
+        if seconds <= 0:
+            await self.done.wait()
+            return True
+        with anyio.move_on_after(seconds):
+            await self.done.wait()
+        return self.done.is_set()
+
+    def outcome(self) -> T:
+        """The result, or the error raised again."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class Generations:
+    """Background generations by (principal, conversation id), oldest first."""
+
+    def __init__(self, task_group: TaskGroup) -> None:
+        self._tg = task_group
+        self._by_key: dict[tuple[str, str], list[Generation[object]]] = {}
+
+    def start(self, key: tuple[str, str], job: Callable[[Generation[T]], Awaitable[T]]) -> Generation[T]:
+        generation: Generation[T] = Generation(key)
+        self._by_key.setdefault(key, []).append(generation)  # type: ignore[arg-type]
+        self._tg.start_soon(self._run, generation, job)
+        return generation
+
+    async def _run(self, generation: Generation[T], job: Callable[[Generation[T]], Awaitable[T]]) -> None:
+        with generation.scope:
+            try:
+                generation.result = await job(generation)
+            except KimiError as error:
+                generation.error = error
+            except Exception as error:
+                log.exception("generation for %s failed unexpectedly", generation.key[1])
+                generation.error = error
+        if generation.scope.cancelled_caught:
+            self.forget(generation)
+        generation.finished_at = time.monotonic()
+        generation.done.set()
+        generation.attach(None)
+
+    def pending(self, key: tuple[str, str]) -> Generation[object] | None:
+        """The oldest generation of this conversation whose answer was not fully handed over."""
+        self._expire()
+        waiting = self._by_key.get(key)
+        return waiting[0] if waiting else None
+
+    def forget(self, generation: Generation[T]) -> None:
+        waiting = self._by_key.get(generation.key, [])
+        if generation in waiting:
+            waiting.remove(generation)  # type: ignore[arg-type]
+        if not waiting:
+            self._by_key.pop(generation.key, None)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for generations in list(self._by_key.values()):
+            for generation in list(generations):
+                if generation.finished_at is not None and now - generation.finished_at > KEEP_FINISHED_S:
+                    self.forget(generation)

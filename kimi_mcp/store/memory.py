@@ -1,0 +1,127 @@
+"""An in-process store for tests and for hosts that want nothing written to disk.
+
+The event loop is the only guard: no method awaits between reading and writing, so each call
+is atomic with respect to other tasks.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from anyio.lowlevel import checkpoint
+
+from kimi_mcp.store.base import (
+    Conversation,
+    ConversationNotFound,
+    ConversationSummary,
+    Limits,
+    SaveResult,
+    Turn,
+    check_exchange,
+    plan_pruning,
+    text_bytes,
+    turn_bytes,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Record:
+    """Mutable private state of one conversation; callers only ever see frozen snapshots."""
+
+    principal: str
+    title: str
+    model: str
+    system: str | None
+    created_at: float
+    updated_at: float
+    turns: list[tuple[Turn, int]] = field(default_factory=list)
+
+    def summary(self, conversation_id: str) -> ConversationSummary:
+        size = text_bytes(self.system) + sum(size for _, size in self.turns)
+        return ConversationSummary(
+            id=conversation_id,
+            principal=self.principal,
+            title=self.title,
+            model=self.model,
+            turns=len(self.turns),
+            size_bytes=size,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+class MemoryStore:
+    """Conversations in a dict; lost when the process exits."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+
+    def _owned(self, principal: str, conversation_id: str) -> _Record | None:
+        record = self._records.get(conversation_id)
+        return record if record is not None and record.principal == principal else None
+
+    async def get(self, principal: str, conversation_id: str) -> Conversation | None:
+        """A frozen copy, so later saves never change what a caller already holds."""
+        await checkpoint()
+        record = self._owned(principal, conversation_id)
+        if record is None:
+            return None
+        turns = tuple(turn for turn, _ in record.turns)
+        return Conversation(record.summary(conversation_id), record.system, turns)
+
+    async def save_exchange(
+        self,
+        principal: str,
+        conversation_id: str,
+        *,
+        model: str,
+        system: str | None,
+        title: str,
+        turns: Sequence[Turn],
+        limits: Limits,
+        now: float,
+    ) -> SaveResult:
+        """Validate first, then mutate without awaiting, so the change is all-or-nothing."""
+        check_exchange(principal, conversation_id, turns)
+        await checkpoint()
+        record = self._records.get(conversation_id)
+        if record is None:
+            record = _Record(principal, title, model, system, now, now)
+        elif record.principal != principal:
+            raise ConversationNotFound(conversation_id)
+        combined = record.turns + [(turn, turn_bytes(turn)) for turn in turns]
+        sizes = [(turn.role, size) for turn, size in combined]
+        pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
+        record.turns = combined[pruned:]
+        record.model, record.system, record.updated_at = model, system, now
+        self._records[conversation_id] = record
+        return SaveResult(record.summary(conversation_id), pruned)
+
+    async def list(self, principal: str, *, limit: int = 50) -> builtins.list[ConversationSummary]:
+        """Most recently used first; ties broken by id so the order is stable."""
+        await checkpoint()
+        owned = [(cid, r) for cid, r in self._records.items() if r.principal == principal]
+        owned.sort(key=lambda item: (item[1].updated_at, item[0]), reverse=True)
+        return [record.summary(cid) for cid, record in owned[: max(limit, 0)]]
+
+    async def delete(self, principal: str, conversation_id: str) -> bool:
+        await checkpoint()
+        if self._owned(principal, conversation_id) is None:
+            return False
+        del self._records[conversation_id]
+        return True
+
+    async def purge_expired(self, *, older_than: float) -> int:
+        await checkpoint()
+        expired = [cid for cid, r in self._records.items() if r.updated_at < older_than]
+        for cid in expired:
+            del self._records[cid]
+        return len(expired)
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays until the object is dropped."""
+        await checkpoint()

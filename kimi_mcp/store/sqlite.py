@@ -1,0 +1,354 @@
+"""The default store: one SQLite file, so conversations survive restarts with no server to run.
+
+All database work runs in a worker thread (never on the event loop) on one connection guarded
+by a lock; each save is a single `BEGIN IMMEDIATE` transaction, so a crash leaves no half turn.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from kimi_mcp.store.base import (
+    Conversation,
+    ConversationNotFound,
+    ConversationSummary,
+    Limits,
+    SaveResult,
+    StorageError,
+    Turn,
+    check_exchange,
+    plan_pruning,
+    text_bytes,
+    turn_bytes,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# synchronous=FULL rather than NORMAL: in WAL mode NORMAL never corrupts the file, but a power cut
+# can lose the last commits. A save happens once per model round trip (seconds), so one extra
+# fsync per save is invisible, and a conversation_id we handed out should still work after a reboot.
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+)
+
+_SUMMARY_COLUMNS = "id, principal, title, model, turns, size_bytes, created_at, updated_at"
+
+# What the user reads after "conversation store at <path> ...", by SQLite primary result code.
+_PROBLEMS: dict[int, str] = {
+    sqlite3.SQLITE_PERM: "is not accessible (permission denied)",
+    sqlite3.SQLITE_BUSY: "is locked by another process; try again",
+    sqlite3.SQLITE_LOCKED: "is locked by another process; try again",
+    sqlite3.SQLITE_READONLY: "is read-only (check the file, its -wal and -shm files, and its directory)",
+    sqlite3.SQLITE_IOERR: "had a disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "is corrupt",
+    sqlite3.SQLITE_FULL: "cannot be written: the disk is full",
+    sqlite3.SQLITE_CANTOPEN: "cannot be opened (missing or unwritable directory, or a directory itself?)",
+    sqlite3.SQLITE_NOTADB: "is not a SQLite database",
+}
+
+
+def _migrate_to_1(conn: sqlite3.Connection) -> None:
+    """The first schema: conversations and their turns, deleted together."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS conversations ("
+        " id TEXT PRIMARY KEY, principal TEXT NOT NULL, title TEXT NOT NULL, model TEXT NOT NULL,"
+        " system TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+        " turns INTEGER NOT NULL, size_bytes INTEGER NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS turns ("
+        " conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,"
+        " seq INTEGER NOT NULL, role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+        " content TEXT NOT NULL, reasoning TEXT, created_at REAL NOT NULL,"
+        " PRIMARY KEY (conversation_id, seq))"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS conversations_by_principal ON conversations (principal, updated_at)")
+
+
+# Key: the version a step produces. A later release adds {2: _migrate_to_2} and bumps SCHEMA_VERSION.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """Commit on success, roll back on any error (SQLite may already have rolled back itself)."""
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version, refusing one from a newer kimi-mcp rather than misreading it."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"conversation store at {path} has schema version {version}, newer than this "
+            f"kimi-mcp understands ({SCHEMA_VERSION}); upgrade kimi-mcp or use another store path"
+        )
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION; the write lock stops two processes migrating at once.
+
+    An up-to-date file is not written at all, so a read-only store can still be read.
+    """
+    if _schema_version(conn, path) == SCHEMA_VERSION:
+        return
+    with _transaction(conn):
+        version = _schema_version(conn, path)  # again under the lock: another process may have migrated
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS[target](conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def _storage_error(path: Path, err: sqlite3.Error) -> StorageError:
+    """A readable message naming the file and the problem; SQLite's own text holds no secrets."""
+    code = getattr(err, "sqlite_errorcode", -1) & 0xFF
+    problem = _PROBLEMS.get(code, f"failed: {err}")
+    return StorageError(f"conversation store at {path} {problem}")
+
+
+def _summary(row: Sequence[Any]) -> ConversationSummary:
+    return ConversationSummary(
+        id=row[0],
+        principal=row[1],
+        title=row[2],
+        model=row[3],
+        turns=row[4],
+        size_bytes=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+    )
+
+
+def _get(conn: sqlite3.Connection, principal: str, conversation_id: str) -> Conversation | None:
+    """Summary and turns read in one snapshot, so a concurrent writer cannot split them."""
+    with _transaction(conn, "BEGIN"):
+        row = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, system FROM conversations WHERE id = ? AND principal = ?",
+            (conversation_id, principal),
+        ).fetchone()
+        if row is None:
+            return None
+        rows = conn.execute(
+            "SELECT role, content, reasoning, created_at FROM turns WHERE conversation_id = ? ORDER BY seq",
+            (conversation_id,),
+        ).fetchall()
+    turns = tuple(Turn(role, content, reasoning, created_at) for role, content, reasoning, created_at in rows)
+    return Conversation(_summary(row), row[8], turns)
+
+
+def _head(conn: sqlite3.Connection, principal: str, conversation_id: str, title: str, now: float) -> tuple[str, float]:
+    """The conversation's (title, created_at), inserting it first when new."""
+    row = conn.execute(
+        "SELECT principal, title, created_at FROM conversations WHERE id = ?", (conversation_id,)
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO conversations (id, principal, title, model, system, created_at, updated_at,"
+            " turns, size_bytes) VALUES (?, ?, ?, '', NULL, ?, ?, 0, 0)",
+            (conversation_id, principal, title, now, now),
+        )
+        return title, now
+    if row[0] != principal:
+        raise ConversationNotFound(conversation_id)
+    return str(row[1]), float(row[2])
+
+
+def _stored_turns(conn: sqlite3.Connection, conversation_id: str) -> builtins.list[Any]:
+    """(seq, role, size) of every stored turn, oldest first, without loading the texts into Python."""
+    return conn.execute(
+        "SELECT seq, role, length(CAST(content AS BLOB)) + coalesce(length(CAST(reasoning AS BLOB)), 0)"
+        " FROM turns WHERE conversation_id = ? ORDER BY seq",
+        (conversation_id,),
+    ).fetchall()
+
+
+def _insert_turns(conn: sqlite3.Connection, conversation_id: str, first_seq: int, turns: Sequence[Turn]) -> None:
+    conn.executemany(
+        "INSERT INTO turns (conversation_id, seq, role, content, reasoning, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(conversation_id, first_seq + i, t.role, t.content, t.reasoning, t.created_at) for i, t in enumerate(turns)],
+    )
+
+
+def _write_summary(
+    conn: sqlite3.Connection,
+    conversation_id: str,
+    model: str,
+    system: str | None,
+    now: float,
+    turns: int,
+    size: int,
+) -> None:
+    """The last write of a save (the crash test stops the process right after it, before COMMIT)."""
+    conn.execute(
+        "UPDATE conversations SET model = ?, system = ?, updated_at = ?, turns = ?, size_bytes = ? WHERE id = ?",
+        (model, system, now, turns, size, conversation_id),
+    )
+
+
+def _save(
+    conn: sqlite3.Connection,
+    principal: str,
+    conversation_id: str,
+    model: str,
+    system: str | None,
+    title: str,
+    turns: Sequence[Turn],
+    limits: Limits,
+    now: float,
+) -> SaveResult:
+    """Create-or-check, append, prune and touch in one write transaction."""
+    with _transaction(conn):
+        title, created_at = _head(conn, principal, conversation_id, title, now)
+        stored = _stored_turns(conn, conversation_id)
+        sizes = [(role, size) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
+        pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
+        if pruned:
+            last_dropped = stored[pruned - 1][0]
+            conn.execute("DELETE FROM turns WHERE conversation_id = ? AND seq <= ?", (conversation_id, last_dropped))
+        _insert_turns(conn, conversation_id, stored[-1][0] + 1 if stored else 0, turns)
+        kept = sizes[pruned:]
+        size = text_bytes(system) + sum(s for _, s in kept)
+        _write_summary(conn, conversation_id, model, system, now, len(kept), size)
+    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now)
+    return SaveResult(summary, pruned)
+
+
+def _list(conn: sqlite3.Connection, principal: str, limit: int) -> builtins.list[ConversationSummary]:
+    rows = conn.execute(
+        f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE principal = ? ORDER BY updated_at DESC, id DESC LIMIT ?",
+        (principal, max(limit, 0)),
+    ).fetchall()
+    return [_summary(row) for row in rows]
+
+
+def _delete(conn: sqlite3.Connection, principal: str, conversation_id: str) -> bool:
+    cursor = conn.execute("DELETE FROM conversations WHERE id = ? AND principal = ?", (conversation_id, principal))
+    return cursor.rowcount > 0
+
+
+def _purge(conn: sqlite3.Connection, older_than: float) -> int:
+    return conn.execute("DELETE FROM conversations WHERE updated_at < ?", (older_than,)).rowcount
+
+
+class SQLiteStore:
+    """Conversations in one SQLite file (WAL mode), shared safely by tasks and by processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        # One worker thread at a time: waiting callers queue (cancellably) in the event loop
+        # instead of each parking a thread on the lock.
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._call, work, limiter=self._limiter)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the connection; any SQLite error becomes a StorageError and a fresh connection.
+
+        Reconnecting after an error lets a fixed condition (space freed, permissions back, file
+        replaced) take effect: SQLite keeps a file it opened read-only read-only.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                return work(conn)
+            except sqlite3.Error as err:
+                self._drop()
+                raise _storage_error(self.path, err) from err
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """Create the directory, connect, set pragmas and migrate; nothing half-open is kept."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"cannot create directory {self.path.parent}: {err.strerror}") from err
+        try:
+            conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise _storage_error(self.path, err) from err
+        try:
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            _migrate(conn, self.path)
+        except sqlite3.Error as err:
+            conn.close()
+            raise _storage_error(self.path, err) from err
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(sqlite3.Error):  # discarded anyway; its error was already reported
+                conn.close()
+
+    async def get(self, principal: str, conversation_id: str) -> Conversation | None:
+        return await self._run(lambda conn: _get(conn, principal, conversation_id))
+
+    async def save_exchange(
+        self,
+        principal: str,
+        conversation_id: str,
+        *,
+        model: str,
+        system: str | None,
+        title: str,
+        turns: Sequence[Turn],
+        limits: Limits,
+        now: float,
+    ) -> SaveResult:
+        check_exchange(principal, conversation_id, turns)
+        batch = tuple(turns)
+        return await self._run(
+            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now)
+        )
+
+    async def list(self, principal: str, *, limit: int = 50) -> builtins.list[ConversationSummary]:
+        return await self._run(lambda conn: _list(conn, principal, limit))
+
+    async def delete(self, principal: str, conversation_id: str) -> bool:
+        return await self._run(lambda conn: _delete(conn, principal, conversation_id))
+
+    async def purge_expired(self, *, older_than: float) -> int:
+        return await self._run(lambda conn: _purge(conn, older_than))
+
+    async def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL); a later call would open it again."""
+        await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._drop()
