@@ -24,10 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kimi-mcp {__version__}")
     for option in OPTIONS:
         default = "(not set)" if option.secret or not option.default else option.default
-        parser.add_argument(
-            option.flag, dest=option.field, default=None, metavar=option.env,
-            help=f"{option.help} [env {option.env}; default {default}]",
-        )
+        text = f"{option.help} [env {option.env}; default {default}]"
+        if option.is_switch:
+            parser.add_argument(option.flag, dest=option.field, action="store_const", const="true", help=text)
+        else:
+            parser.add_argument(option.flag, dest=option.field, metavar=option.env, help=text)
     return parser
 
 
@@ -46,12 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.load(os.environ, vars(args))
         check_models(settings)
+        from .serve import serve
+
+        return serve(settings)
     except SettingsError as exc:
         print(f"kimi-mcp: {exc}", file=sys.stderr)
         return 2
-    from .serve import serve
-
-    return serve(settings)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings) -> int:
     """Run until the host disconnects (stdio) or the process is stopped (HTTP)."""
-    setup_logging(settings.log_level, (settings.api_token.reveal(),) if settings.api_token else ())
+    setup_logging(settings.log_level, settings.secrets())
     from .server import create_server
 
     server = create_server(settings)
@@ -23,8 +23,8 @@ def serve(settings: Settings) -> int:
     log.info("kimi-mcp starting: %s", settings.masked())
     if settings.transport == "stdio":
         server.run()
-    elif settings.transport == "sse":
-        server.run("sse", host=settings.host, port=settings.port)
     else:
-        server.run("streamable-http", host=settings.host, port=settings.port)
+        from .http_app import serve_http
+
+        serve_http(server, settings)
     return 0

@@ -53,7 +53,7 @@ from .state import AppState
 from .store import Limits, default_store_path, new_conversation_id, open_store
 from .upstream import KimiClient, Timeouts, make_http_client
 
-__all__ = ["AppState", "KimiServer", "create_server"]
+__all__ = ["AppState", "KimiServer", "create_server", "open_state"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class KimiServer(MCPServer[AppState]):
 
     secrets: tuple[str, ...] = ()
     context_readers: dict[str, ContextReader]
+    catalogue: Catalogue
+    shared_state: AppState | None = None
 
     def add_context_resource(self, uri: str, reader: ContextReader, **resource: Any) -> None:
         """A fixed-URI resource whose content depends on who reads it (e.g. their conversations)."""
@@ -159,12 +161,15 @@ async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, co
     state.service.prepare(args)  # refuse bad arguments before anything starts
     cid = conversation_id or new_conversation_id()
     model = state.service.model(args.model).id
-    if conversation_id is not None and state.generations.pending((principal, cid)) is None:
-        if await state.conversations.get(principal, cid) is None:
-            raise InvalidArguments(
-                f"unknown conversation_id {cid!r} (expired, deleted or never created); "
-                "leave conversation_id out to start a new conversation"
-            )
+    if (
+        conversation_id is not None
+        and state.generations.pending((principal, cid)) is None
+        and await state.conversations.get(principal, cid) is None
+    ):
+        raise InvalidArguments(
+            f"unknown conversation_id {cid!r} (expired, deleted or never created); "
+            "leave conversation_id out to start a new conversation"
+        )
 
     async def job(generation: Generation[ChatTurn]) -> ChatTurn:
         return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
@@ -204,26 +209,38 @@ def _describe_models(catalogue: Catalogue, default_model: str) -> str:
     )
 
 
+@asynccontextmanager
+async def open_state(settings: Settings, catalogue: Catalogue) -> AsyncIterator[AppState]:
+    """The process's shared state: the pooled HTTP client, the store and the background task group."""
+    timeouts = Timeouts(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout,
+                        idle=settings.idle_timeout, overall=settings.request_timeout)
+    store = open_store(settings.store or str(default_store_path()))
+    limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
+    async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
+        client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
+                            retry=RetryPolicy(max_retries=settings.max_retries),
+                            max_concurrency=settings.max_concurrency)
+        service = ChatService(client, catalogue, settings.default_model)
+        conversations = ConversationChat(service, store, limits, settings.conversation_ttl_days * 86_400)
+        try:
+            yield AppState(service, conversations, Generations(tg), settings.soft_deadline, settings.secrets())
+        finally:
+            tg.cancel_scope.cancel()
+            await store.close()
+
+
 def _lifespan(settings: Settings, catalogue: Catalogue) -> Any:
-    """Once per process: the pooled HTTP client, the store and the background task group."""
+    """The SDK enters this per connection on some transports (SSE): share the process's state when
+    the HTTP runner opened one, else open it here (stdio and in-memory: once per process)."""
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        timeouts = Timeouts(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout,
-                            idle=settings.idle_timeout, overall=settings.request_timeout)
-        store = open_store(settings.store or str(default_store_path()))
-        limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
-        async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
-            client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
-                                retry=RetryPolicy(max_retries=settings.max_retries),
-                                max_concurrency=settings.max_concurrency)
-            service = ChatService(client, catalogue, settings.default_model)
-            conversations = ConversationChat(service, store, limits, settings.conversation_ttl_days * 86_400)
-            try:
-                yield AppState(service, conversations, Generations(tg), settings.soft_deadline, settings.secrets())
-            finally:
-                tg.cancel_scope.cancel()
-                await store.close()
+    async def lifespan(server: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        shared = getattr(server, "shared_state", None)
+        if shared is not None:
+            yield shared
+            return
+        async with open_state(settings, catalogue) as state:
+            yield state
 
     return lifespan
 
@@ -237,6 +254,7 @@ def create_server(settings: Settings) -> KimiServer:
     )
     server.secrets = settings.secrets()
     server.context_readers = {}
+    server.catalogue = catalogue
     annotations = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
                                   idempotent_hint=False)
 

@@ -1,0 +1,185 @@
+"""The HTTP transports: who may call, which Origins and Hosts, how big a body, and /healthz.
+
+Imported only when serving HTTP, so stdio start-up pays nothing for Starlette or uvicorn.
+Client tokens (`name:token` pairs) are compared in constant time; the name becomes the
+caller's principal, which scopes their conversations. The upstream token is never taken from
+a client: it is only ever the server's own setting.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from mcp.server.transport_security import TransportSecuritySettings
+
+from . import __version__
+from .principal import SCOPE_KEY
+from .server import KimiServer, open_state
+from .settings import Settings, SettingsError
+
+__all__ = ["build_app", "check_exposure", "load_client_tokens", "serve_http"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def parse_token_pairs(text: str, source: str) -> dict[str, str]:
+    """`name:token` pairs (commas or new lines between them; `#` starts a comment line)."""
+    tokens: dict[str, str] = {}
+    for raw in text.replace(",", "\n").splitlines():
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, token = item.partition(":")
+        if not sep or not name.strip() or not token.strip():
+            raise SettingsError(f"invalid setting {source}: each entry must be name:token")
+        if len(token.strip()) < 16:
+            raise SettingsError(
+                f"invalid setting {source}: the token for {name.strip()!r} is shorter than 16 characters"
+            )
+        tokens[token.strip()] = name.strip()
+    return tokens
+
+
+def load_client_tokens(settings: Settings) -> dict[str, str]:
+    """token -> principal name, from KIMI_MCP_AUTH_TOKENS and KIMI_MCP_AUTH_TOKENS_FILE."""
+    tokens: dict[str, str] = {}
+    if settings.auth_tokens:
+        tokens.update(parse_token_pairs(settings.auth_tokens.reveal(), "KIMI_MCP_AUTH_TOKENS"))
+    if settings.auth_tokens_file:
+        try:
+            text = Path(settings.auth_tokens_file).expanduser().read_text()
+        except OSError as exc:
+            raise SettingsError(f"invalid setting KIMI_MCP_AUTH_TOKENS_FILE: cannot read it ({exc.strerror})") from None
+        tokens.update(parse_token_pairs(text, "KIMI_MCP_AUTH_TOKENS_FILE"))
+    return tokens
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, tokens: dict[str, str]) -> None:
+    """Refuse to serve a non-loopback address to anyone at all, unless the operator says so."""
+    if is_loopback(settings.host) or tokens:
+        return
+    if not settings.allow_unauthenticated:
+        raise SettingsError(
+            f"refusing to serve {settings.host}:{settings.port} without client authentication: set "
+            "KIMI_MCP_AUTH_TOKENS (name:token pairs), or pass --allow-unauthenticated if you mean it"
+        )
+    log.warning("serving %s:%s WITHOUT client authentication: anyone who can reach it can spend your "
+                "Ace Data Cloud balance and read every conversation", settings.host, settings.port)
+
+
+def security_settings(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection always on: loopback Hosts/Origins plus the operator's extras."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.allowed_hosts]
+    if not is_loopback(settings.host):
+        hosts.append(f"{settings.host}:*")
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *settings.allowed_origins]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=origins)
+
+
+async def _json_response(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _principal(tokens: dict[str, str], offered: str | None) -> str | None:
+    """The name whose token matches, comparing against every token in constant time."""
+    found = None
+    for token, name in tokens.items():
+        if hmac.compare_digest(token.encode(), (offered or "").encode()):
+            found = name
+    return found
+
+
+def with_auth_and_health(app: ASGIApp, tokens: dict[str, str]) -> ASGIApp:
+    """/healthz for load balancers (no auth, no secrets); everything else needs a client token when
+    tokens are configured."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if scope.get("path") == "/healthz":
+            await _json_response(send, 200, {"status": "ok", "version": __version__}, [])
+            return
+        if tokens:
+            name = _principal(tokens, _bearer(scope))
+            if name is None:
+                await _json_response(
+                    send, 401, {"error": "unauthorized", "message": "a valid Authorization: Bearer token is required"},
+                    [(b"www-authenticate", b'Bearer realm="kimi-mcp"')],
+                )
+                return
+            scope[SCOPE_KEY] = name
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) -> ASGIApp:
+    """The ASGI app for the chosen HTTP transport, wrapped in auth and /healthz."""
+    security = security_settings(settings)
+    if settings.transport == "sse":
+        inner: Any = server.sse_app(transport_security=security, host=settings.host,
+                                    max_request_body_size=settings.max_request_bytes)
+    else:
+        inner = server.streamable_http_app(transport_security=security, host=settings.host,
+                                           max_request_body_size=settings.max_request_bytes)
+    return with_auth_and_health(inner, tokens)
+
+
+def serve_http(server: KimiServer, settings: Settings) -> None:
+    """Serve until stopped; refuses an exposed address without auth (see `check_exposure`)."""
+    import anyio
+    import uvicorn
+
+    tokens = load_client_tokens(settings)
+    check_exposure(settings, tokens)
+    app = build_app(server, settings, tokens)
+    path = "/sse" if settings.transport == "sse" else "/mcp"
+    log.info("serving %s on http://%s:%s%s (client auth: %s)", settings.transport, settings.host, settings.port,
+             path, f"{len(tokens)} token(s)" if tokens else "off")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            access_log=False, log_config=None)
+
+    async def run() -> None:
+        # One state for the whole process, whatever the transport does per connection.
+        async with open_state(settings, server.catalogue) as state:
+            server.shared_state = state
+            await uvicorn.Server(config).serve()
+
+    anyio.run(run)
