@@ -16,6 +16,7 @@
     ├── InvalidResponse            invalid_response      yes
     ├── InvalidJSON                invalid_json          no
     ├── StorageFailure             storage               no
+    ├── Cancelled                  cancelled             yes
     └── InternalError              internal              no
 
 `from_upstream` is the only place an HTTP status and body become an error; `results.error_result`
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AuthError",
     "BadRequest",
+    "Cancelled",
     "Forbidden",
     "InsufficientBalance",
     "InternalError",
@@ -187,6 +189,14 @@ class InvalidJSON(KimiError):
 class StorageFailure(KimiError):
     kind = "storage"
     default_hint = "the conversation store failed; nothing was saved. Check KIMI_STORE's disk, or use KIMI_STORE=memory"
+
+
+class Cancelled(KimiError):
+    """The work was stopped before it finished (the server is shutting down)."""
+
+    kind = "cancelled"
+    retryable = True
+    default_hint = "the server stopped this answer before it finished; call again"
 
 
 class InternalError(KimiError):

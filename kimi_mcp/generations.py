@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from .errors import KimiError
+from .errors import Cancelled, KimiError
 from .progress import ProgressSink, ProgressThrottle
 from .stream import StreamAccumulator
 
@@ -35,6 +35,7 @@ class Generation(Generic[T]):
     """One answer being produced; also the `StreamListener` its upstream call reports to."""
 
     key: tuple[str, str]
+    model: str = ""
     done: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     acc: StreamAccumulator | None = None
@@ -97,8 +98,10 @@ class Generations:
         self._tg = task_group
         self._by_key: dict[tuple[str, str], list[Generation[object]]] = {}
 
-    def start(self, key: tuple[str, str], job: Callable[[Generation[T]], Awaitable[T]]) -> Generation[T]:
-        generation: Generation[T] = Generation(key)
+    def start(
+        self, key: tuple[str, str], model: str, job: Callable[[Generation[T]], Awaitable[T]]
+    ) -> Generation[T]:
+        generation: Generation[T] = Generation(key, model)
         self._by_key.setdefault(key, []).append(generation)  # type: ignore[arg-type]
         self._tg.start_soon(self._run, generation, job)
         return generation
@@ -113,6 +116,7 @@ class Generations:
                 log.exception("generation for %s failed unexpectedly", generation.key[1])
                 generation.error = error
         if generation.scope.cancelled_caught:
+            generation.error = Cancelled("the answer was stopped before it finished")
             self.forget(generation)
         generation.finished_at = time.monotonic()
         generation.done.set()

@@ -142,7 +142,7 @@ def _args(prompt: str | None, system: str | None, messages: Sequence[HistoryItem
 
 
 async def _hand_over(
-    state: AppState, generation: Generation[ChatTurn], conversation_id: str, model: str, include_reasoning: bool
+    state: AppState, generation: Generation[ChatTurn], conversation_id: str, include_reasoning: bool
 ) -> CallToolResult:
     """Wait up to the soft deadline; then the whole answer, or the piece that has arrived."""
     if await generation.wait(state.soft_deadline):
@@ -152,7 +152,7 @@ async def _hand_over(
     generation.attach(None)
     text = generation.text
     offset, generation.delivered = generation.delivered, len(text)
-    return partial_result(conversation_id, text[offset:], offset, model)
+    return partial_result(conversation_id, text[offset:], offset, generation.model)
 
 
 async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, conversation_id: str | None,
@@ -175,11 +175,11 @@ async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, co
         return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
                                              listener=generation)
 
-    generation = state.generations.start((principal, cid), job)
+    generation = state.generations.start((principal, cid), model, job)
     generation.attach(_progress_sink(ctx))
     handed_over = False
     try:
-        result = await _hand_over(state, generation, cid, model, include_reasoning)
+        result = await _hand_over(state, generation, cid, include_reasoning)
         handed_over = True
         return result
     finally:
@@ -199,8 +199,7 @@ async def _resume(state: AppState, ctx: Context[AppState, Any], conversation_id:
             "(read them with kimi_read_conversation)"
         )
     generation.attach(_progress_sink(ctx))
-    model = state.service.default_model
-    return await _hand_over(state, generation, conversation_id, model, include_reasoning)  # type: ignore[arg-type]
+    return await _hand_over(state, generation, conversation_id, include_reasoning)  # type: ignore[arg-type]
 
 
 def _describe_models(catalogue: Catalogue, default_model: str) -> str:

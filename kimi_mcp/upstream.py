@@ -192,7 +192,6 @@ class KimiClient:
             if "json" in response.headers.get("content-type", ""):
                 # Some gateways ignore stream=true and answer with one plain completion.
                 return parse_completion(_json_or_invalid(await _read_capped(response)))
-            response.extensions["timeout"] = {"read": self._timeouts.idle}
             try:
                 await self._consume(response, acc, on_delta, started)
             except (httpx2.TransportError, KimiError) as exc:
