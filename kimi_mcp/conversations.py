@@ -140,7 +140,11 @@ class ConversationChat:
             system = request.messages[:1] if request.messages[0].role == "system" else ()
             request = replace(request, messages=(*system, *kept, *request.messages[len(system):]))
             completed = await self.service.complete(request, stream=True, listener=listener)
-            pruned = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+            try:
+                pruned = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+            except ConversationNotFound:
+                notices.append("The conversation was deleted or expired meanwhile: this answer was not stored.")
+                pruned = 0
             return ChatTurn(completed, conversation_id, dropped, pruned, tuple(notices))
 
     async def _save(
@@ -155,8 +159,9 @@ class ConversationChat:
             saved = await self.store.save_exchange(
                 principal, conversation_id, model=completed.request.model.id, system=args.system,
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
+                create=is_new,
             )
-        except (StorageError, ConversationNotFound) as exc:
+        except StorageError as exc:
             raise StorageFailure(
                 f"the answer could not be stored: {exc}", details={"text": completed.reply.text}
             ) from None

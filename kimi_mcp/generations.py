@@ -43,6 +43,7 @@ class Generation(Generic[T]):
     error: BaseException | None = None
     delivered: int = 0
     finished_at: float | None = None
+    task_group: TaskGroup | None = None
     _throttle: ProgressThrottle | None = None
 
     @property
@@ -51,7 +52,9 @@ class Generation(Generic[T]):
 
     def attach(self, sink: ProgressSink | None) -> None:
         """Progress goes to this sink (a new tool call) from now on; None: to nobody."""
-        self._throttle = ProgressThrottle(sink) if sink is not None else None
+        if self._throttle is not None:
+            self._throttle.close()
+        self._throttle = ProgressThrottle(sink, task_group=self.task_group) if sink is not None else None
 
     async def update(self, acc: StreamAccumulator) -> None:
         self.acc = acc
@@ -66,13 +69,17 @@ class Generation(Generic[T]):
         if self._throttle is not None:
             await self._guard(self._throttle.flush())
 
+    def new_attempt(self) -> None:
+        if self._throttle is not None:
+            self._throttle.new_attempt()
+
     async def _guard(self, sending: Awaitable[None]) -> None:
         """A listener that went away must not end the generation."""
         try:
             await sending
         except Exception:
             log.debug("progress listener gone; generation continues", exc_info=True)
-            self._throttle = None
+            self.attach(None)
 
     async def wait(self, seconds: float) -> bool:
         """True when finished within `seconds` (0 or less: wait as long as it takes)."""
@@ -101,7 +108,7 @@ class Generations:
     def start(
         self, key: tuple[str, str], model: str, job: Callable[[Generation[T]], Awaitable[T]]
     ) -> Generation[T]:
-        generation: Generation[T] = Generation(key, model)
+        generation: Generation[T] = Generation(key, model, task_group=self._tg)
         self._by_key.setdefault(key, []).append(generation)  # type: ignore[arg-type]
         self._tg.start_soon(self._run, generation, job)
         return generation

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
 
 from . import __version__
 from .principal import SCOPE_KEY
@@ -77,17 +78,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings, tokens: dict[str, str]) -> None:
-    """Refuse to serve a non-loopback address to anyone at all, unless the operator says so."""
+def check_exposure(settings: Settings, tokens: dict[str, str]) -> bool:
+    """Refuse to serve a non-loopback address to anyone at all, unless the operator says so.
+
+    Returns True when the server will be exposed without authentication (the operator's choice).
+    """
     if is_loopback(settings.host) or tokens:
-        return
+        return False
     if not settings.allow_unauthenticated:
         raise SettingsError(
             f"refusing to serve {settings.host}:{settings.port} without client authentication: set "
             "KIMI_MCP_AUTH_TOKENS (name:token pairs), or pass --allow-unauthenticated if you mean it"
         )
-    log.warning("serving %s:%s WITHOUT client authentication: anyone who can reach it can spend your "
-                "Ace Data Cloud balance and read every conversation", settings.host, settings.port)
+    return True
 
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
@@ -125,9 +128,11 @@ def _principal(tokens: dict[str, str], offered: str | None) -> str | None:
     return found
 
 
-def with_auth_and_health(app: ASGIApp, tokens: dict[str, str]) -> ASGIApp:
-    """/healthz for load balancers (no auth, no secrets); everything else needs a client token when
-    tokens are configured."""
+def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: TransportSecuritySettings) -> ASGIApp:
+    """/healthz for load balancers (no auth, no secrets); everything else passes the Host/Origin
+    check (here, before the SDK, which on SSE logs a traceback for each refusal) and, when tokens
+    are configured, needs a client token."""
+    checker = TransportSecurityMiddleware(security)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,6 +140,10 @@ def with_auth_and_health(app: ASGIApp, tokens: dict[str, str]) -> ASGIApp:
             return
         if scope.get("path") == "/healthz":
             await _json_response(send, 200, {"status": "ok", "version": __version__}, [])
+            return
+        refused = await checker.validate_request(Request(scope))
+        if refused is not None:
+            await refused(scope, receive, send)
             return
         if tokens:
             name = _principal(tokens, _bearer(scope))
@@ -159,16 +168,17 @@ def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) ->
     else:
         inner = server.streamable_http_app(transport_security=security, host=settings.host,
                                            max_request_body_size=settings.max_request_bytes)
-    return with_auth_and_health(inner, tokens)
+    return with_auth_and_health(inner, tokens, security)
 
 
-def serve_http(server: KimiServer, settings: Settings) -> None:
-    """Serve until stopped; refuses an exposed address without auth (see `check_exposure`)."""
+def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -> None:
+    """Serve until stopped (the caller has already run `check_exposure`)."""
     import anyio
     import uvicorn
 
-    tokens = load_client_tokens(settings)
-    check_exposure(settings, tokens)
+    if check_exposure(settings, tokens):
+        log.warning("serving %s:%s WITHOUT client authentication: anyone who can reach it can spend your "
+                    "Ace Data Cloud balance and read every conversation", settings.host, settings.port)
     app = build_app(server, settings, tokens)
     path = "/sse" if settings.transport == "sse" else "/mcp"
     log.info("serving %s on http://%s:%s%s (client auth: %s)", settings.transport, settings.host, settings.port,

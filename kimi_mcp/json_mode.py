@@ -50,13 +50,22 @@ def check_schema(schema: Any) -> Validator | None:
         return None
     if not isinstance(schema, dict):
         raise InvalidArguments("schema must be a JSON Schema object")
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
+        validator: Validator = cls(schema)
+        list(validator.iter_errors(None))  # surfaces a top-level $ref that cannot be resolved
     except SchemaError as exc:
         raise InvalidArguments(f"schema is not a valid JSON Schema: {exc.message}") from None
-    validator: Validator = cls(schema)
+    except (Exception, RecursionError) as exc:
+        raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
     return validator
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it refers to itself without end"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def parse_json_reply(text: str) -> Any:
@@ -75,7 +84,10 @@ def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
     except ValueError as exc:
         return None, f"not valid JSON: {exc}"
     if validator is not None:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        except (Exception, RecursionError) as exc:
+            raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             return None, f"does not match the schema at {where}: {error.message}"
@@ -114,6 +126,8 @@ async def run_json(
         if found is None:
             return JsonOutcome(value, json.dumps(value, ensure_ascii=False), completed, usage, attempt)
         problem = found
+        if listener is not None:
+            listener.new_attempt()
         request = replace(request, messages=(
             *request.messages,
             Message("assistant", text),

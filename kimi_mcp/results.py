@@ -13,9 +13,33 @@ from .conversations import ChatTurn
 from .errors import KimiError
 from .redaction import redact, redact_value
 
-__all__ = ["ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result", "partial_result"]
+__all__ = [
+    "ERROR_SCHEMA", "ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result",
+    "partial_result", "redact_result",
+]
 
 MAX_REASONING_CHARS = 20_000
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "ToolError",
+    "description": "An error result (isError: true): what happened and what to do.",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["kind", "message", "retryable", "hint"],
+        "properties": {
+            "kind": {"type": "string"},
+            "status": {"type": ["integer", "null"]},
+            "code": {"type": ["string", "null"]},
+            "message": {"type": "string"},
+            "retryable": {"type": "boolean"},
+            "retry_after_s": {"type": ["number", "null"]},
+            "trace_id": {"type": ["string", "null"]},
+            "hint": {"type": "string"},
+        },
+    }},
+}
 
 
 class UsageOut(BaseModel):
@@ -64,7 +88,9 @@ class ChatResult(BaseModel):
 class JsonResult(BaseModel):
     """kimi_json's structured result."""
 
-    value: Any = Field(description="The parsed JSON answer.")
+    value: dict[str, Any] | list[Any] | str | int | float | bool | None = Field(
+        description="The parsed JSON answer."
+    )
     model: str
     usage: UsageOut
     attempts: int = Field(description="Answers it took to get valid JSON (1, or 2 after one repair).")
@@ -172,3 +198,13 @@ def error_result(error: KimiError, *, secrets: tuple[str, ...] = ()) -> CallTool
         is_error=True,
     )
 
+
+
+def redact_result(result: CallToolResult, secrets: tuple[str, ...]) -> CallToolResult:
+    """Every result leaves through here: even an answer that repeats the token shows it masked."""
+    if not secrets:
+        return result
+    content = [TextContent(type="text", text=redact(block.text, secrets)) if isinstance(block, TextContent) else block
+               for block in result.content]
+    structured = redact_value(result.structured_content, secrets)
+    return result.model_copy(update={"content": content, "structured_content": structured})

@@ -13,11 +13,23 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> int:
-    """Run until the host disconnects (stdio) or the process is stopped (HTTP)."""
-    setup_logging(settings.log_level, settings.secrets())
+    """Run until the host disconnects (stdio) or the process is stopped (HTTP).
+
+    Everything that can refuse to start is checked before the first log line, so a refusal is
+    the one line the command line prints.
+    """
+    client_tokens: dict[str, str] = {}
+    if settings.transport != "stdio":
+        from .http_app import check_exposure, load_client_tokens
+
+        client_tokens = load_client_tokens(settings)
+        check_exposure(settings, client_tokens)
+    secrets = (*settings.secrets(), *client_tokens)
+    setup_logging(settings.log_level, secrets)
     from .server import create_server
 
     server = create_server(settings)
+    server.secrets = secrets
     if settings.api_token is None:
         log.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will answer with an auth error")
     log.info("kimi-mcp starting: %s", settings.masked())
@@ -26,5 +38,5 @@ def serve(settings: Settings) -> int:
     else:
         from .http_app import serve_http
 
-        serve_http(server, settings)
+        serve_http(server, settings, client_tokens)
     return 0

@@ -17,7 +17,9 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resources import FunctionResource
-from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, ToolAnnotations
+from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from . import __version__
@@ -46,7 +48,17 @@ from .generations import Generation, Generations
 from .json_mode import run_json
 from .principal import principal_of
 from .progress import ProgressSink, ProgressThrottle
-from .results import ChatResult, JsonResult, chat_result, error_result, json_result, partial_result
+from .prompts import register_prompts
+from .results import (
+    ERROR_SCHEMA,
+    ChatResult,
+    JsonResult,
+    chat_result,
+    error_result,
+    json_result,
+    partial_result,
+    redact_result,
+)
 from .retry import RetryPolicy
 from .settings import Settings
 from .state import AppState
@@ -86,6 +98,20 @@ class KimiServer(MCPServer[AppState]):
         self.context_readers[uri] = reader
         self.add_resource(FunctionResource.from_function(unreachable, uri=uri, **resource))
 
+    async def list_tools(self) -> list[MCPTool]:
+        """Each output schema also admits the `{"error": {...}}` shape of an error result, so clients
+        that check structured content even when `isError` is true (the Inspector does) accept it."""
+        return [_admit_errors(tool) for tool in await super().list_tools()]
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """A missing argument or unknown prompt is the caller's mistake (-32602), not an internal error."""
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
@@ -98,7 +124,7 @@ class KimiServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
         except UnexpectedToolError:
             log.exception("tool %s failed unexpectedly", name)
             return error_result(InternalError(f"{name} failed unexpectedly"), secrets=self.secrets)
@@ -109,6 +135,18 @@ class KimiServer(MCPServer[AppState]):
             else:
                 error = InvalidArguments(str(exc))
             return error_result(error, secrets=self.secrets)
+        return redact_result(result, self.secrets) if isinstance(result, CallToolResult) else result
+
+
+def _admit_errors(tool: MCPTool) -> MCPTool:
+    schema = tool.output_schema
+    if not schema or "error" in schema.get("properties", {}):
+        return tool
+    success = {k: v for k, v in schema.items() if k != "$defs"}
+    combined: dict[str, Any] = {"type": "object", "anyOf": [success, ERROR_SCHEMA]}
+    if "$defs" in schema:
+        combined["$defs"] = schema["$defs"]
+    return tool.model_copy(update={"output_schema": combined})
 
 
 def _describe(err: Any) -> str:
@@ -155,21 +193,28 @@ async def _hand_over(
     return partial_result(conversation_id, text[offset:], offset, generation.model)
 
 
+async def _model_for(state: AppState, principal: str, conversation_id: str | None, asked: str | None) -> str:
+    """The model a call will use: the one asked for, else the conversation's, else the default.
+    Refuses an unknown conversation before anything starts."""
+    if conversation_id is None:
+        return state.service.model(asked).id
+    pending = state.generations.pending((principal, conversation_id))
+    stored = None if pending is not None else await state.conversations.get(principal, conversation_id)
+    if pending is None and stored is None:
+        raise InvalidArguments(
+            f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
+            "leave conversation_id out to start a new conversation"
+        )
+    remembered = pending.model if pending is not None else stored.summary.model if stored else None
+    return state.service.model(asked or remembered).id
+
+
 async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, conversation_id: str | None,
                 include_reasoning: bool) -> CallToolResult:
     principal = principal_of(ctx)
     state.service.prepare(args)  # refuse bad arguments before anything starts
     cid = conversation_id or new_conversation_id()
-    model = state.service.model(args.model).id
-    if (
-        conversation_id is not None
-        and state.generations.pending((principal, cid)) is None
-        and await state.conversations.get(principal, cid) is None
-    ):
-        raise InvalidArguments(
-            f"unknown conversation_id {cid!r} (expired, deleted or never created); "
-            "leave conversation_id out to start a new conversation"
-        )
+    model = await _model_for(state, principal, conversation_id, args.model)
 
     async def job(generation: Generation[ChatTurn]) -> ChatTurn:
         return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
@@ -184,6 +229,7 @@ async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, co
         return result
     finally:
         if not handed_over:  # the caller went away (cancelled): stop the upstream request too
+            generation.attach(None)
             generation.scope.cancel()
             state.generations.forget(generation)
 
@@ -301,14 +347,18 @@ def create_server(settings: Settings) -> KimiServer:
         thinking: ThinkingArg = None, schema: SchemaArg = None,
     ) -> Annotated[CallToolResult, JsonResult]:
         state = ctx.request_context.lifespan_context
-        try:
-            args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
-            sink = _progress_sink(ctx)
-            listener = ProgressThrottle(sink) if sink is not None else None
-            outcome = await run_json(state.service, args, schema, listener)
-            return json_result(outcome.value, outcome.text, outcome.completed, outcome.usage, outcome.json_attempts)
-        except KimiError as error:
-            return error_result(error, secrets=state.secrets)
+        args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+        sink = _progress_sink(ctx)
+        async with anyio.create_task_group() as tg:  # for the throttle's held-back sends
+            listener = ProgressThrottle(sink, task_group=tg) if sink is not None else None
+            try:
+                outcome = await run_json(state.service, args, schema, listener)
+            except KimiError as error:
+                return error_result(error, secrets=state.secrets)
+            finally:
+                if listener is not None:
+                    listener.close()
+        return json_result(outcome.value, outcome.text, outcome.completed, outcome.usage, outcome.json_attempts)
 
     @server.resource("kimi://models", name="models", mime_type="application/json",
                      description="The Kimi models this server accepts: context, thinking, sampling rules, default.")
@@ -327,4 +377,5 @@ def create_server(settings: Settings) -> KimiServer:
         return json.dumps(info.to_dict(settings.default_model), indent=2)
 
     register_conversation_tools(server)
+    register_prompts(server)
     return server

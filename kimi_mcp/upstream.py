@@ -11,7 +11,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,10 @@ class Outcome:
 
 
 def make_http_client(timeouts: Timeouts, max_connections: int) -> httpx2.AsyncClient:
-    """The process's one pooled client; per-request timeouts are set in `KimiClient`."""
+    """The process's one pooled client. Only the connect timeout is httpx2's: first byte, idle and
+    overall are enforced by `KimiClient` around each phase, so each error names the right limit."""
     return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(timeouts.first_byte, connect=timeouts.connect),
+        timeout=httpx2.Timeout(None, connect=timeouts.connect),
         limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         follow_redirects=False,
         trust_env=False,
@@ -149,27 +151,36 @@ class KimiClient:
             except httpx2.TransportError as exc:
                 raise NetworkError(f"connection to the upstream failed: {type(exc).__name__}") from None
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, accept: str) -> dict[str, str]:
         assert self._token is not None
-        return {
-            "Authorization": f"Bearer {self._token.reveal()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
+        return {"Authorization": f"Bearer {self._token.reveal()}", "Content-Type": "application/json",
+                "Accept": accept}
 
     def _timeout_error(self, exc: httpx2.TimeoutException) -> KimiError:
         if isinstance(exc, httpx2.ConnectTimeout):
             return NetworkError(f"could not connect to the upstream within {self._timeouts.connect:g} s")
-        if isinstance(exc, httpx2.PoolTimeout):
-            return TimeoutError_("no free upstream connection in time")
-        return TimeoutError_(f"the upstream sent nothing for {self._timeouts.idle:g} s")
+        return TimeoutError_(f"the upstream timed out ({type(exc).__name__})")
+
+    @asynccontextmanager
+    async def _open(self, body: dict[str, Any], accept: str) -> AsyncIterator[httpx2.Response]:
+        """Send the request; the headers must come within the first-byte timeout."""
+        request = self._http.build_request("POST", self._url, content=json.dumps(body).encode(),
+                                           headers=self._headers(accept))
+        first_byte = self._timeouts.first_byte
+        try:
+            with anyio.fail_after(first_byte):
+                response = await self._http.send(request, stream=True)
+        except TimeoutError:
+            raise TimeoutError_(f"the upstream did not start answering within {first_byte:g} s "
+                                "(KIMI_FIRST_BYTE_TIMEOUT)") from None
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def _plain(self, body: dict[str, Any]) -> ChatReply:
-        timeout = httpx2.Timeout(self._timeouts.first_byte, connect=self._timeouts.connect)
-        async with self._http.stream(
-            "POST", self._url, content=json.dumps(body).encode(), headers=self._headers(), timeout=timeout
-        ) as response:
-            data = await _read_capped(response)
+        async with self._open(body, "application/json") as response:
+            data = await self._read_body(response)
             if response.status_code != 200:
                 raise from_upstream(response.status_code, data, response.headers)
         try:
@@ -180,18 +191,22 @@ class KimiClient:
             ) from None
         return parse_completion(parsed)
 
+    async def _read_body(self, response: httpx2.Response) -> bytes:
+        idle = self._timeouts.idle
+        try:
+            with anyio.fail_after(idle):
+                return await _read_capped(response)
+        except TimeoutError:
+            raise TimeoutError_(f"the upstream answer stalled for {idle:g} s (KIMI_IDLE_TIMEOUT)") from None
+
     async def _stream(self, body: dict[str, Any], on_delta: DeltaHook | None, started: list[bool]) -> ChatReply:
-        timeout = httpx2.Timeout(self._timeouts.first_byte, connect=self._timeouts.connect)
         acc = StreamAccumulator()
-        headers = self._headers() | {"Accept": "text/event-stream"}
-        async with self._http.stream(
-            "POST", self._url, content=json.dumps(body).encode(), headers=headers, timeout=timeout
-        ) as response:
+        async with self._open(body, "text/event-stream") as response:
             if response.status_code != 200:
-                raise from_upstream(response.status_code, await _read_capped(response), response.headers)
+                raise from_upstream(response.status_code, await self._read_body(response), response.headers)
             if "json" in response.headers.get("content-type", ""):
                 # Some gateways ignore stream=true and answer with one plain completion.
-                return parse_completion(_json_or_invalid(await _read_capped(response)))
+                return parse_completion(_json_or_invalid(await self._read_body(response)))
             try:
                 await self._consume(response, acc, on_delta, started)
             except (httpx2.TransportError, KimiError) as exc:
@@ -213,7 +228,9 @@ class KimiClient:
                     return
                 raise NetworkError("the upstream stream ended before [DONE]") from None
             except TimeoutError:
-                raise TimeoutError_(f"the upstream stream stalled: no bytes for {idle:g} s") from None
+                raise TimeoutError_(
+                    f"the upstream stream stalled: no bytes for {idle:g} s (KIMI_IDLE_TIMEOUT)"
+                ) from None
             if acc.feed_line(line) is not None and on_delta is not None:
                 started[0] = True
                 await on_delta(acc)

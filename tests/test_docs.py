@@ -7,16 +7,14 @@ from pathlib import Path
 import pytest
 
 from kimi_mcp.server import create_server
-from kimi_mcp.settings import OPTIONS, Settings
+from kimi_mcp.settings import OPTIONS, Option, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.env)
-def test_every_setting_is_in_the_configuration_table(option: object) -> None:
-    env = getattr(option, "env")
-    flag = getattr(option, "flag")
-    assert f"| `{env}` | `{flag}` |" in README
+def test_every_setting_is_in_the_configuration_table(option: Option) -> None:
+    assert f"| `{option.env}` | `{option.flag}` |" in README
 
 
 @pytest.mark.anyio

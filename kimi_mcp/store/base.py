@@ -119,8 +119,12 @@ class ConversationStore(Protocol):
         turns: Sequence[Turn],
         limits: Limits,
         now: float,
+        create: bool = True,
     ) -> SaveResult:
         """In one transaction: create if new, set model and system, append turns, prune, touch.
+
+        With `create=False` a missing conversation is not re-created (it was deleted or expired
+        while an answer was being written): ConversationNotFound is raised instead.
 
         Raises ConversationNotFound when the id belongs to another principal.
         """

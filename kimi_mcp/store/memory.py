@@ -84,11 +84,14 @@ class MemoryStore:
         turns: Sequence[Turn],
         limits: Limits,
         now: float,
+        create: bool = True,
     ) -> SaveResult:
         """Validate first, then mutate without awaiting, so the change is all-or-nothing."""
         check_exchange(principal, conversation_id, turns)
         await checkpoint()
         record = self._records.get(conversation_id)
+        if record is None and not create:
+            raise ConversationNotFound(conversation_id)
         if record is None:
             record = _Record(principal, title, model, system, now, now)
         elif record.principal != principal:

@@ -160,11 +160,15 @@ def _get(conn: sqlite3.Connection, principal: str, conversation_id: str) -> Conv
     return Conversation(_summary(row), row[8], turns)
 
 
-def _head(conn: sqlite3.Connection, principal: str, conversation_id: str, title: str, now: float) -> tuple[str, float]:
-    """The conversation's (title, created_at), inserting it first when new."""
+def _head(
+    conn: sqlite3.Connection, principal: str, conversation_id: str, title: str, now: float, create: bool
+) -> tuple[str, float]:
+    """The conversation's (title, created_at), inserting it first when new (and allowed)."""
     row = conn.execute(
         "SELECT principal, title, created_at FROM conversations WHERE id = ?", (conversation_id,)
     ).fetchone()
+    if row is None and not create:
+        raise ConversationNotFound(conversation_id)
     if row is None:
         conn.execute(
             "INSERT INTO conversations (id, principal, title, model, system, created_at, updated_at,"
@@ -219,10 +223,11 @@ def _save(
     turns: Sequence[Turn],
     limits: Limits,
     now: float,
+    create: bool,
 ) -> SaveResult:
     """Create-or-check, append, prune and touch in one write transaction."""
     with _transaction(conn):
-        title, created_at = _head(conn, principal, conversation_id, title, now)
+        title, created_at = _head(conn, principal, conversation_id, title, now, create)
         stored = _stored_turns(conn, conversation_id)
         sizes = [(role, size) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
         pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
@@ -329,11 +334,12 @@ class SQLiteStore:
         turns: Sequence[Turn],
         limits: Limits,
         now: float,
+        create: bool = True,
     ) -> SaveResult:
         check_exchange(principal, conversation_id, turns)
         batch = tuple(turns)
         return await self._run(
-            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now)
+            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now, create)
         )
 
     async def list(self, principal: str, *, limit: int = 50) -> builtins.list[ConversationSummary]:

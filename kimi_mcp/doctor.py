@@ -1,0 +1,250 @@
+"""`kimi-mcp doctor`: check a setup one step at a time and say, per line, what to fix.
+
+Checks, in order: the settings, the token (only whether it is set, never its value), the
+conversation store, the base URL (any HTTP answer counts as reachable), and one small real call
+through the same code as the tools (`open_state` -> `ChatService`). Each line is printed as soon
+as its check ends; the exit status is 1 when any check found a problem.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Literal, TextIO
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+
+from . import __version__
+from .catalogue import CATALOGUE, Catalogue
+from .errors import TOKEN_HELP, KimiError
+from .redaction import redact
+from .settings import Settings, SettingsError
+from .term import Painter
+
+__all__ = ["Check", "Verdict", "advice_for", "call_model", "run_doctor"]
+
+Verdict = Literal["ok", "problem", "skipped"]
+CHECK_PROMPT = "Reply with OK."
+CHECK_MAX_TOKENS = 16
+FAST_MODEL = "kimi-k2-turbo-preview"
+CALL_TIMEOUT_S = 120.0
+REACH_TIMEOUT_S = 15.0
+ACE_SITE = "https://platform.acedata.cloud"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the report: the verdict, what was checked, what was found, what to do."""
+
+    verdict: Verdict
+    name: str
+    detail: str
+    advice: str = ""
+
+
+class Report:
+    """Prints each check as it ends (coloured on a terminal), never showing a secret."""
+
+    def __init__(self, out: TextIO, secrets: tuple[str, ...] = ()) -> None:
+        self.painter = Painter(out)
+        self.secrets = secrets
+        self.checks: list[Check] = []
+
+    def line(self, text: str) -> None:
+        self.painter.write(redact(text, self.secrets) + "\n")
+
+    def add(self, check: Check) -> Check:
+        self.checks.append(check)
+        colour = {"ok": "green", "problem": "red", "skipped": "yellow"}[check.verdict]
+        text = f"{self.painter.style(f'{check.verdict:<8}', colour, 'bold')} {check.name:<9} {check.detail}"
+        if check.advice:
+            text += f" {self.painter.style('→ ' + check.advice, 'bold' if check.verdict == 'problem' else 'dim')}"
+        self.line(text)
+        return check
+
+    @property
+    def problems(self) -> int:
+        return sum(1 for c in self.checks if c.verdict == "problem")
+
+    def summary(self) -> int:
+        if self.problems:
+            self.line(self.painter.style(f"{self.problems} problem(s) found: fix the lines marked 'problem' "
+                                         "and run kimi-mcp doctor again.", "red"))
+            return 1
+        self.line(self.painter.style(f"All {len(self.checks)} checks passed.", "green"))
+        return 0
+
+
+def _versions() -> str:
+    try:
+        sdk = metadata.version("mcp")
+    except metadata.PackageNotFoundError:
+        sdk = "?"
+    return f"kimi-mcp {__version__} doctor (Python {platform.python_version()}, MCP SDK {sdk})"
+
+
+def check_settings(env: Mapping[str, str], flags: Mapping[str, str | None]) -> tuple[Check, Settings | None]:
+    from .cli import check_models
+
+    try:
+        settings = Settings.load(env, flags)
+        check_models(settings)
+    except SettingsError as exc:
+        return Check("problem", "settings", str(exc), "fix the flag or environment variable it names"), None
+    return Check("ok", "settings", f"read (base URL {settings.base_url}, default model "
+                                   f"{settings.default_model})"), settings
+
+
+def check_token(settings: Settings) -> Check:
+    if settings.api_token is None:
+        return Check("problem", "token", "ACEDATACLOUD_API_TOKEN is not set", TOKEN_HELP)
+    return Check("ok", "token", "ACEDATACLOUD_API_TOKEN is set")
+
+
+def check_store(settings: Settings) -> Check:
+    """Whether the conversation store can be used: an existing file must be writable, a missing one
+    creatable (nothing is created here)."""
+    from .store import default_store_path
+
+    fix = "set KIMI_STORE to a writable file path, or KIMI_STORE=memory to keep nothing on disk"
+    if settings.store == "memory":
+        return Check("ok", "store", "in memory (conversations end with the process)")
+    path = Path(settings.store or str(default_store_path())).expanduser()
+    if path.is_dir():
+        return Check("problem", "store", f"{path} is a directory, not a file", fix)
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+            return Check("problem", "store", f"{path} is not writable", fix)
+        return Check("ok", "store", f"SQLite file {path}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return Check("problem", "store", f"{path} cannot be created ({parent} is not writable)", fix)
+    return Check("ok", "store", f"SQLite file {path} (created on first use)")
+
+
+async def check_base_url(settings: Settings) -> Check:
+    """Any HTTP answer from the base URL counts: it proves the name resolves and a server listens."""
+    url = settings.base_url
+    fix = f"check ACEDATACLOUD_API_BASE_URL (now {url}), the network, and any firewall or proxy"
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/chat/completions") or path.endswith("/kimi"):
+        return Check("problem", "base URL", f"{url} looks like an endpoint, not the API's root",
+                     "set ACEDATACLOUD_API_BASE_URL to the root, e.g. https://api.acedata.cloud")
+    timeout = httpx2.Timeout(REACH_TIMEOUT_S, connect=min(settings.connect_timeout, REACH_TIMEOUT_S))
+    try:
+        async with (
+            httpx2.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False) as http,
+            http.stream("GET", url + "/") as response,
+        ):
+            status = response.status_code
+    except httpx2.TimeoutException as exc:
+        return Check("problem", "base URL", f"{url} did not answer in time ({type(exc).__name__})", fix)
+    except httpx2.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        return Check("problem", "base URL", f"cannot reach {url}: {reason}", fix)
+    return Check("ok", "base URL", f"{url} is reachable (HTTP {status})")
+
+
+def call_model(settings: Settings, catalogue: Catalogue, wanted: str | None) -> tuple[str, Literal["disabled"] | None]:
+    """The model (and thinking switch) for the test call: fast and cheap, thinking off if possible."""
+    model = catalogue.get(wanted or settings.default_model)
+    if model is None:
+        return wanted or settings.default_model, None  # prepare() reports the unknown id
+    if model.thinking_switch and model.thinks(None):
+        return model.id, "disabled"
+    if model.thinking == "always" and not wanted and catalogue.get(FAST_MODEL) is not None:
+        return FAST_MODEL, None
+    return model.id, None
+
+
+def advice_for(error: KimiError, settings: Settings) -> str:
+    """What to do about a failed call, by the error's kind."""
+    url = settings.base_url
+    by_kind = {
+        "auth": f"the token was refused: set ACEDATACLOUD_API_TOKEN to a valid token from {ACE_SITE} "
+                "(check for stray spaces, or create a new token)",
+        "insufficient_balance": f"the account's balance is used up: recharge at {ACE_SITE}, then run doctor again",
+        "network": f"check ACEDATACLOUD_API_BASE_URL (now {url}), the network, and any firewall or proxy",
+        "timeout": "the upstream did not answer in time: try again later, or raise KIMI_FIRST_BYTE_TIMEOUT",
+        "not_found": f"the endpoint or model is unknown at {url}: check that ACEDATACLOUD_API_BASE_URL is "
+                     "the API's root and that the model id is right (--model)",
+        "invalid_response": f"{url} did not answer like the Ace Data Cloud API: check ACEDATACLOUD_API_BASE_URL",
+        "forbidden": f"the account or the request was refused: check the account at {ACE_SITE}",
+        "invalid_arguments": "choose a valid model with --model (see kimi://models)",
+    }
+    return by_kind.get(error.kind) or error.hint or "see the message"
+
+
+def _describe_error(error: KimiError) -> str:
+    head = f"{error.kind.replace('_', ' ')} error"
+    if error.status is not None:
+        head += f" (HTTP {error.status}{', ' + error.code if error.code else ''})"
+    return f"{head}: {error.message}"
+
+
+async def check_call(settings: Settings, wanted_model: str | None) -> Check:
+    """One small real call through the tools' own code path (retries off, short deadline)."""
+    from .chat import ChatArgs
+    from .server import open_state
+
+    catalogue = Catalogue(CATALOGUE, settings.extra_models)
+    model, thinking = call_model(settings, catalogue, wanted_model)
+    quick = replace(
+        settings, store="memory", max_retries=0,
+        request_timeout=min(settings.request_timeout, CALL_TIMEOUT_S),
+        first_byte_timeout=min(settings.first_byte_timeout, CALL_TIMEOUT_S),
+        idle_timeout=min(settings.idle_timeout, CALL_TIMEOUT_S),
+    )
+    async with open_state(quick, catalogue) as state:
+        try:
+            request = state.service.prepare(
+                ChatArgs(prompt=CHECK_PROMPT, model=model, max_tokens=CHECK_MAX_TOKENS, thinking=thinking)
+            )
+            started = time.monotonic()
+            completed = await state.service.complete(request)
+        except KimiError as error:
+            return Check("problem", "call", f"{model}: {_describe_error(error)}", advice_for(error, settings))
+    reply = completed.reply
+    said = " ".join(reply.text.split())[:40]
+    answer = f"answered {said!r}" if said else f"answered (no text; finish_reason {reply.finish_reason})"
+    took = time.monotonic() - started
+    shown = f"{reply.model or model}{' (thinking off)' if thinking else ''}"
+    return Check("ok", "call", f"{shown} {answer} in {took:.1f} s "
+                               f"({reply.usage.total_tokens} tokens)")
+
+
+async def _diagnose(report: Report, settings: Settings, model: str | None, call: bool) -> None:
+    token = report.add(check_token(settings))
+    report.add(check_store(settings))
+    reach = report.add(await check_base_url(settings))
+    if not call:
+        report.add(Check("skipped", "call", "not made (--no-call)"))
+    elif token.verdict != "ok" or reach.verdict != "ok":
+        report.add(Check("skipped", "call", "not made: it needs a token and a reachable base URL",
+                         "fix the problems above first"))
+    else:
+        report.add(await check_call(settings, model))
+
+
+def run_doctor(env: Mapping[str, str], flags: Mapping[str, str | None], *, model: str | None = None,
+               call: bool = True, out: TextIO | None = None) -> int:
+    """Run every check, printing each verdict; 0 when all passed, 1 otherwise."""
+    report = Report(out if out is not None else sys.stdout)
+    report.line(report.painter.style(_versions(), "bold"))
+    first, settings = check_settings(env, flags)
+    if settings is not None:
+        report.secrets = settings.secrets()
+    report.add(first)
+    if settings is not None:
+        anyio.run(_diagnose, report, settings, model, call)
+    return report.summary()
