@@ -140,9 +140,11 @@ async def connect(
     elif kind == "http":
         with http_server(env, "streamable-http", log, *args) as port:
             url = f"http://127.0.0.1:{port}/mcp"
-            async with httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(60)) as http:
-                async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-                    yield client
+            async with (
+                httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(60)) as http,
+                Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+            ):
+                yield client
     else:
         with http_server(env, "sse", log, *args) as port:
             transport = sse_client(f"http://127.0.0.1:{port}/sse", headers=dict(headers or {}))
