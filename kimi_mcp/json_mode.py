@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource
 
 from .chat import ChatArgs, ChatService, Completed
 from .completions import Message, Usage
@@ -44,6 +46,14 @@ def instruction(schema: dict[str, Any] | None) -> str:
     return text
 
 
+def _refuse_remote(uri: str) -> Resource[Any]:
+    """A caller's schema must never make the server fetch anything (no SSRF through `$ref`)."""
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field
+
+
+_LOCAL_ONLY: Registry[Any] = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]  # attrs alias
+
+
 def check_schema(schema: Any) -> Validator | None:
     """A validator for the caller's schema; a schema that is not valid is `InvalidArguments`."""
     if schema is None:
@@ -53,7 +63,7 @@ def check_schema(schema: Any) -> Validator | None:
     try:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
-        validator: Validator = cls(schema)
+        validator: Validator = cls(schema, registry=_LOCAL_ONLY)
         list(validator.iter_errors(None))  # surfaces a top-level $ref that cannot be resolved
     except SchemaError as exc:
         raise InvalidArguments(f"schema is not a valid JSON Schema: {exc.message}") from None
