@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 
@@ -154,6 +156,9 @@ def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: Transpo
                 )
                 return
             scope[SCOPE_KEY] = name
+            # The SDK ties a Streamable HTTP session to the user that opened it: another client
+            # presenting that session id is answered as if the session did not exist.
+            scope["user"] = AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[]))
         await app(scope, receive, send)
 
     return guarded

@@ -156,6 +156,19 @@ def test_http_with_a_valid_token_is_served(http: Served) -> None:
     assert "serverInfo" in response.text
 
 
+def test_a_session_belongs_to_the_token_that_opened_it(http: Served) -> None:
+    """Bob presenting alice's session id is answered as if the session did not exist."""
+    opened = post_initialize(http, {"Authorization": f"Bearer {ALICE}"})
+    session = opened.headers["mcp-session-id"]
+    tools = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}).encode()
+    headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+    as_bob = post_initialize(http, {**headers, "Authorization": f"Bearer {BOB}"}, tools)
+    assert as_bob.status_code == 404
+    assert "kimi_chat" not in as_bob.text
+    as_alice = post_initialize(http, {**headers, "Authorization": f"Bearer {ALICE}"}, tools)
+    assert as_alice.status_code == 200 and "kimi_chat" in as_alice.text
+
+
 def leaves(error: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) exception groups."""
     if isinstance(error, BaseExceptionGroup):
