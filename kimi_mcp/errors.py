@@ -26,8 +26,11 @@ is the only place an error becomes a tool result.
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 __all__ = [
@@ -268,9 +271,16 @@ def retry_after_seconds(headers: Mapping[str, str], message: str | None) -> floa
     raw = headers.get("retry-after")
     if raw:
         try:
-            return max(0.0, float(raw))
+            seconds = float(raw)
+            if math.isfinite(seconds):
+                return max(0.0, seconds)
         except ValueError:
-            pass
+            try:  # an HTTP date; one already past says nothing
+                wait = parsedate_to_datetime(raw).timestamp() - time.time()
+                if wait > 0:
+                    return wait
+            except (TypeError, ValueError):
+                pass
     match = _TRY_AGAIN.search(message or "")
     return float(match.group(1)) if match else None
 

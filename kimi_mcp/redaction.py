@@ -63,5 +63,7 @@ def setup_logging(level: str, secrets: tuple[str, ...]) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx2", "httpcore", "httpcore2", "uvicorn.access"):
+    # Quiet libraries that log every request, and every result (sse_starlette at DEBUG): the
+    # conversation text is the user's, not the operator's.
+    for noisy in ("httpx2", "httpcore", "httpcore2", "uvicorn.access", "sse_starlette"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -53,6 +53,15 @@ class Timeouts:
     overall: float = 900.0
 
 
+@dataclass(slots=True)
+class _Received:
+    """What the current attempt has received: decides whether a retry is allowed, and keeps the
+    partial text for an error report."""
+
+    acc: StreamAccumulator | None = None
+    delivered: bool = False  # some of the answer reached the caller: never retry after this
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A finished call: the reply and how many upstream attempts it took."""
@@ -110,18 +119,19 @@ class KimiClient:
         overall = self._timeouts.overall if budget_s is None else budget_s
         deadline = time.monotonic() + overall
         attempts = 0
+        received = _Received()
         try:
             with anyio.fail_after(overall):
                 while True:
                     attempts += 1
-                    started: list[bool] = [False]
+                    received = _Received()
                     try:
-                        reply = await self._attempt(body, on_delta, on_queued, started)
+                        reply = await self._attempt(body, on_delta, on_queued, received)
                         return Outcome(reply, attempts)
                     except KimiError as error:
                         error.details["attempts"] = attempts
                         if not should_retry(error, retries_done=attempts - 1, policy=self._retry,
-                                            answer_started=started[0]):
+                                            answer_started=received.delivered):
                             raise
                         delay = wait_before_retry(error, attempts - 1, self._retry)
                         if time.monotonic() + delay >= deadline:
@@ -129,22 +139,23 @@ class KimiClient:
                         log.info("upstream %s (attempt %d); retrying in %.2fs", error.kind, attempts, delay)
                         await anyio.sleep(delay)
         except TimeoutError:
-            raise TimeoutError_(f"no complete answer within {overall:g} s",
-                                details={"attempts": attempts}) from None
+            late = TimeoutError_(f"no complete answer within {overall:g} s (KIMI_REQUEST_TIMEOUT)",
+                                 details={"attempts": attempts})
+            raise _with_partial(late, received.acc) from None
 
     async def _attempt(
         self,
         body: dict[str, Any],
         on_delta: DeltaHook | None,
         on_queued: QueueHook | None,
-        started: list[bool],
+        received: _Received,
     ) -> ChatReply:
         if on_queued is not None and self._slots.available_tokens < 1:
             await on_queued()
         async with self._slots:
             try:
                 if body.get("stream"):
-                    return await self._stream(body, on_delta, started)
+                    return await self._stream(body, on_delta, received)
                 return await self._plain(body)
             except httpx2.TimeoutException as exc:
                 raise self._timeout_error(exc) from None
@@ -199,8 +210,8 @@ class KimiClient:
         except TimeoutError:
             raise TimeoutError_(f"the upstream answer stalled for {idle:g} s (KIMI_IDLE_TIMEOUT)") from None
 
-    async def _stream(self, body: dict[str, Any], on_delta: DeltaHook | None, started: list[bool]) -> ChatReply:
-        acc = StreamAccumulator()
+    async def _stream(self, body: dict[str, Any], on_delta: DeltaHook | None, received: _Received) -> ChatReply:
+        acc = received.acc = StreamAccumulator()
         async with self._open(body, "text/event-stream") as response:
             if response.status_code != 200:
                 raise from_upstream(response.status_code, await self._read_body(response), response.headers)
@@ -208,15 +219,22 @@ class KimiClient:
                 # Some gateways ignore stream=true and answer with one plain completion.
                 return parse_completion(_json_or_invalid(await self._read_body(response)))
             try:
-                await self._consume(response, acc, on_delta, started)
+                await self._consume(response, on_delta, received)
             except (httpx2.TransportError, KimiError) as exc:
-                raise _with_partial(exc, acc, self._timeouts.idle) from None
+                raise _with_partial(self._stream_error(exc), acc) from None
         return acc.reply()
 
-    async def _consume(
-        self, response: httpx2.Response, acc: StreamAccumulator, on_delta: DeltaHook | None, started: list[bool]
-    ) -> None:
+    def _stream_error(self, exc: Exception) -> KimiError:
+        if isinstance(exc, KimiError):
+            return exc
+        if isinstance(exc, httpx2.TimeoutException):
+            return TimeoutError_(f"the upstream stream stalled: no bytes for {self._timeouts.idle:g} s")
+        return NetworkError(f"the upstream stream was cut before it finished ({type(exc).__name__})")
+
+    async def _consume(self, response: httpx2.Response, on_delta: DeltaHook | None, received: _Received) -> None:
         idle = self._timeouts.idle
+        acc = received.acc
+        assert acc is not None
         lines = response.aiter_lines().__aiter__()
         while not acc.done:
             try:
@@ -232,19 +250,13 @@ class KimiClient:
                     f"the upstream stream stalled: no bytes for {idle:g} s (KIMI_IDLE_TIMEOUT)"
                 ) from None
             if acc.feed_line(line) is not None and on_delta is not None:
-                started[0] = True
+                received.delivered = True
                 await on_delta(acc)
 
 
-def _with_partial(exc: Exception, acc: StreamAccumulator, idle: float) -> KimiError:
+def _with_partial(error: KimiError, acc: StreamAccumulator | None) -> KimiError:
     """A failure mid-stream, carrying what had arrived so far."""
-    if isinstance(exc, KimiError):
-        error = exc
-    elif isinstance(exc, httpx2.TimeoutException):
-        error = TimeoutError_(f"the upstream stream stalled: no bytes for {idle:g} s")
-    else:
-        error = NetworkError(f"the upstream stream was cut before it finished ({type(exc).__name__})")
-    if acc.text or acc.reasoning:
+    if acc is not None and (acc.text or acc.reasoning):
         error.answer_began = True
         error.details["partial_text"] = acc.text
         error.details["partial_reasoning_chars"] = len(acc.reasoning)

@@ -246,8 +246,9 @@ def body(request: RecordedRequest) -> dict[str, Any]:
     return request.json
 
 
-def check_error(result: CallToolResult, case: Case) -> dict[str, Any]:
-    """The clean error result shape, with the case's kind, attempts and details."""
+def check_error(result: CallToolResult, case: Case, content: str = DEFAULT_CONTENT) -> dict[str, Any]:
+    """The clean error result shape, with the case's kind, attempts and details (`content`: the
+    answer the fake was sending, of which a partial text must be a prefix)."""
     assert result.is_error, result.content
     text = result.content[0].text  # type: ignore[union-attr]
     assert "\n" not in text and text.startswith("Kimi ")
@@ -265,7 +266,7 @@ def check_error(result: CallToolResult, case: Case) -> dict[str, Any]:
     if case.message is not None:
         assert case.message in error["message"]
     if case.partial:
-        assert error["partial_text"] and DEFAULT_CONTENT.startswith(error["partial_text"])
+        assert error["partial_text"] and content.startswith(error["partial_text"])
     else:
         assert "partial_text" not in error
     return error
@@ -468,7 +469,7 @@ async def test_slow_stream_hits_the_overall_timeout(fake: FakeAce) -> None:
     fake.script(reply("word " * 40, chunk_size=5, chunk_delay=0.1))
     async with connect("memory", fake, env={"KIMI_REQUEST_TIMEOUT": "1", "KIMI_IDLE_TIMEOUT": "5"}) as c:
         result = await c.call_tool("kimi_chat", {"prompt": "hi"})
-    error = check_error(result, Case("overall", (), "timeout", 1))
+    error = check_error(result, Case("overall", (), "timeout", 1, partial=True), content="word " * 40)
     assert "within 1 s" in error["message"]
     assert len(fake.requests) == 1
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from typing import Any
 
 import httpx2
 import pytest
 
+from kimi_mcp import errors
 from kimi_mcp.catalogue import CATALOGUE, Catalogue, ModelInfo, SamplingRule
 from kimi_mcp.completions import ChatRequest, Message, build_body, parse_completion
 from kimi_mcp.conversations import estimate_tokens, trim_history
@@ -832,3 +834,13 @@ class TestTrimHistory:
         # thinking models reserve more for the answer when max_tokens is not given
         kept, dropped = trim_history([Message("user", "u")], [], small_model(4096 + 50), None, True)
         assert dropped == 1
+
+
+def test_retry_after_as_an_http_date() -> None:
+    """Retry-After may be an HTTP date (RFC 9110): the wait is the time until then."""
+    from email.utils import formatdate
+
+    wait = errors.retry_after_seconds({"retry-after": formatdate(time.time() + 30, usegmt=True)}, None)
+    assert wait is not None and 25 <= wait <= 30
+    assert errors.retry_after_seconds({"retry-after": formatdate(time.time() - 30, usegmt=True)}, None) is None
+    assert errors.retry_after_seconds({"retry-after": "inf"}, None) is None
