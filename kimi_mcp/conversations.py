@@ -19,7 +19,15 @@ from .chat import ChatArgs, ChatService, Completed
 from .completions import Message
 from .errors import InvalidArguments, StorageFailure
 from .progress import StreamListener
-from .store import Conversation, ConversationNotFound, ConversationStore, Limits, StorageError, Turn
+from .store import (
+    Conversation,
+    ConversationNotFound,
+    ConversationStore,
+    ConversationSummary,
+    Limits,
+    StorageError,
+    Turn,
+)
 
 __all__ = ["ChatTurn", "ConversationChat", "estimate_tokens", "trim_history"]
 
@@ -43,7 +51,7 @@ class ChatTurn:
 
 def estimate_tokens(text: str) -> int:
     """A cautious estimate: ~4 ASCII characters per token, 1 token per other character (CJK)."""
-    ascii_chars = sum(1 for ch in text if ch < "\x80")
+    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
     return ascii_chars // 4 + (len(text) - ascii_chars) + 1
 
 
@@ -94,6 +102,13 @@ class ConversationChat:
         await self.purge_expired()
         try:
             return await self.store.get(principal, conversation_id)
+        except StorageError as exc:
+            raise StorageFailure(str(exc)) from None
+
+    async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
+        await self.purge_expired()
+        try:
+            return await self.store.summary(principal, conversation_id)
         except StorageError as exc:
             raise StorageFailure(str(exc)) from None
 

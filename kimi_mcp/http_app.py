@@ -188,8 +188,10 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
     path = "/sse" if settings.transport == "sse" else "/mcp"
     log.info("serving %s on http://%s:%s%s (client auth: %s)", settings.transport, settings.host, settings.port,
              path, f"{len(tokens)} token(s)" if tokens else "off")
+    # Keep-alive longer than clients' (httpx: 5 s), so a client never reuses a connection the
+    # server is closing at that very moment.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, log_config=None)
+                            access_log=False, log_config=None, timeout_keep_alive=30)
 
     async def run() -> None:
         # One state for the whole process, whatever the transport does per connection.

@@ -6,21 +6,20 @@ validator's complaint fed back; a second failure is `InvalidJSON` with the raw s
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, replace
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
-from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource
+from typing import TYPE_CHECKING, Any
 
 from .chat import ChatArgs, ChatService, Completed
 from .completions import Message, Usage
 from .errors import InvalidArguments, InvalidJSON
 from .progress import StreamListener
+
+if TYPE_CHECKING:  # jsonschema is imported on first use: it costs start-up time every host pays
+    from jsonschema.protocols import Validator
+    from referencing import Registry
 
 __all__ = ["JsonOutcome", "check_schema", "parse_json_reply", "run_json"]
 
@@ -46,12 +45,17 @@ def instruction(schema: dict[str, Any] | None) -> str:
     return text
 
 
-def _refuse_remote(uri: str) -> Resource[Any]:
-    """A caller's schema must never make the server fetch anything (no SSRF through `$ref`)."""
-    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field
+@functools.cache
+def _local_only() -> Registry[Any]:
+    """A `$ref` registry that resolves nothing remote: a caller's schema must never make the server
+    fetch anything (no SSRF through `$ref`)."""
+    from referencing import Registry, Resource
+    from referencing.exceptions import NoSuchResource
 
+    def refuse(uri: str) -> Resource[Any]:
+        raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field
 
-_LOCAL_ONLY: Registry[Any] = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]  # attrs alias
+    return Registry(retrieve=refuse)  # type: ignore[call-arg]  # attrs alias
 
 
 def check_schema(schema: Any) -> Validator | None:
@@ -60,10 +64,13 @@ def check_schema(schema: Any) -> Validator | None:
         return None
     if not isinstance(schema, dict):
         raise InvalidArguments("schema must be a JSON Schema object")
+    import jsonschema
+    from jsonschema.exceptions import SchemaError
+
     try:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
-        validator: Validator = cls(schema, registry=_LOCAL_ONLY)
+        validator: Validator = cls(schema, registry=_local_only())
         list(validator.iter_errors(None))  # surfaces a top-level $ref that cannot be resolved
     except SchemaError as exc:
         raise InvalidArguments(f"schema is not a valid JSON Schema: {exc.message}") from None
@@ -94,8 +101,10 @@ def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
     except ValueError as exc:
         return None, f"not valid JSON: {exc}"
     if validator is not None:
+        from jsonschema.exceptions import best_match
+
         try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+            error = best_match(validator.iter_errors(value))
         except (Exception, RecursionError) as exc:
             raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
         if error is not None:

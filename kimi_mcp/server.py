@@ -199,13 +199,13 @@ async def _model_for(state: AppState, principal: str, conversation_id: str | Non
     if conversation_id is None:
         return state.service.model(asked).id
     pending = state.generations.pending((principal, conversation_id))
-    stored = None if pending is not None else await state.conversations.get(principal, conversation_id)
+    stored = None if pending is not None else await state.conversations.summary(principal, conversation_id)
     if pending is None and stored is None:
         raise InvalidArguments(
             f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
             "leave conversation_id out to start a new conversation"
         )
-    remembered = pending.model if pending is not None else stored.summary.model if stored else None
+    remembered = pending.model if pending is not None else stored.model if stored else None
     return state.service.model(asked or remembered).id
 
 

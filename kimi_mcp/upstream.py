@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CHAT_PATH = "/kimi/chat/completions"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+DRAIN_S = 1.0
 DeltaHook = Callable[[StreamAccumulator], Awaitable[None]]
 QueueHook = Callable[[], Awaitable[None]]
 
@@ -228,30 +228,36 @@ class KimiClient:
         if isinstance(exc, KimiError):
             return exc
         if isinstance(exc, httpx2.TimeoutException):
-            return TimeoutError_(f"the upstream stream stalled: no bytes for {self._timeouts.idle:g} s")
+            return TimeoutError_(
+                f"the upstream stream stalled: no bytes for {self._timeouts.idle:g} s (KIMI_IDLE_TIMEOUT)"
+            )
         return NetworkError(f"the upstream stream was cut before it finished ({type(exc).__name__})")
 
     async def _consume(self, response: httpx2.Response, on_delta: DeltaHook | None, received: _Received) -> None:
-        idle = self._timeouts.idle
         acc = received.acc
         assert acc is not None
+        # From here on every read may wait at most the idle timeout: httpcore reads this dict at each
+        # read, which is far cheaper than a cancel scope around every SSE line.
+        timeouts = response.request.extensions.get("timeout")
+        if isinstance(timeouts, dict):
+            timeouts["read"] = self._timeouts.idle
         lines = response.aiter_lines().__aiter__()
         while not acc.done:
             try:
-                with anyio.fail_after(idle if math.isfinite(idle) else None):
-                    line = await lines.__anext__()
+                line = await lines.__anext__()
             except StopAsyncIteration:
                 acc.flush()
                 if acc.done:
                     return
                 raise NetworkError("the upstream stream ended before [DONE]") from None
-            except TimeoutError:
-                raise TimeoutError_(
-                    f"the upstream stream stalled: no bytes for {idle:g} s (KIMI_IDLE_TIMEOUT)"
-                ) from None
             if acc.feed_line(line) is not None and on_delta is not None:
                 received.delivered = True
                 await on_delta(acc)
+        # Read the stream to its end (normally just the blank line and the chunked terminator), so
+        # the connection goes back to the pool instead of being closed half-read.
+        with anyio.move_on_after(DRAIN_S):
+            async for _ in lines:
+                pass
 
 
 def _with_partial(error: KimiError, acc: StreamAccumulator | None) -> KimiError:

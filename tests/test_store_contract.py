@@ -99,6 +99,26 @@ class StoreContract:
         assert (s.turns, s.size_bytes, s.created_at, s.updated_at) == (2, expected_size, 12.0, 12.0)
         assert result == SaveResult(conv.summary, 0)
 
+    async def test_summary_matches_get_and_respects_principals(self, store: ConversationStore) -> None:
+        assert await store.summary("local", "conv_a") is None
+        await save(store, "conv_a", pair(0), now=5.0)
+        conv = await store.get("local", "conv_a")
+        assert conv is not None
+        assert await store.summary("local", "conv_a") == conv.summary
+        assert await store.summary("someone-else", "conv_a") is None
+
+    async def test_save_without_create_never_recreates(self, store: ConversationStore) -> None:
+        """An answer finishing after its conversation was deleted must not bring it back."""
+        with pytest.raises(ConversationNotFound):
+            await store.save_exchange("local", "conv_gone", model="m", system=None, title="t", turns=pair(0),
+                                      limits=Limits(), now=1.0, create=False)
+        assert await store.get("local", "conv_gone") is None
+        await save(store, "conv_a", pair(0))
+        await store.save_exchange("local", "conv_a", model="m", system=None, title="", turns=pair(1),
+                                  limits=Limits(), now=2.0, create=False)
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary.turns == 4
+
     async def test_saves_append_in_order(self, store: ConversationStore) -> None:
         for i in range(3):
             await save(store, "conv_a", pair(i, at=float(i)), now=float(i + 1))

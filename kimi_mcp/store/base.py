@@ -104,6 +104,10 @@ class ConversationNotFound(KeyError):
 class ConversationStore(Protocol):
     """What the tools need from a store; every backend passes `tests/test_store_contract.py`."""
 
+    async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
+        """The conversation's summary without its turns (cheap: for existence and model checks)."""
+        ...
+
     async def get(self, principal: str, conversation_id: str) -> Conversation | None:
         """The conversation, or None when absent or owned by another principal."""
         ...

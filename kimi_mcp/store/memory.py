@@ -64,6 +64,11 @@ class MemoryStore:
         record = self._records.get(conversation_id)
         return record if record is not None and record.principal == principal else None
 
+    async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
+        await checkpoint()
+        record = self._owned(principal, conversation_id)
+        return None if record is None else record.summary(conversation_id)
+
     async def get(self, principal: str, conversation_id: str) -> Conversation | None:
         """A frozen copy, so later saves never change what a caller already holds."""
         await checkpoint()

@@ -143,6 +143,13 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
     )
 
 
+def _get_summary(conn: sqlite3.Connection, principal: str, conversation_id: str) -> ConversationSummary | None:
+    row = conn.execute(
+        f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE id = ? AND principal = ?", (conversation_id, principal)
+    ).fetchone()
+    return None if row is None else _summary(row)
+
+
 def _get(conn: sqlite3.Connection, principal: str, conversation_id: str) -> Conversation | None:
     """Summary and turns read in one snapshot, so a concurrent writer cannot split them."""
     with _transaction(conn, "BEGIN"):
@@ -319,6 +326,9 @@ class SQLiteStore:
             conn, self._conn = self._conn, None
             with contextlib.suppress(sqlite3.Error):  # discarded anyway; its error was already reported
                 conn.close()
+
+    async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
+        return await self._run(lambda conn: _get_summary(conn, principal, conversation_id))
 
     async def get(self, principal: str, conversation_id: str) -> Conversation | None:
         return await self._run(lambda conn: _get(conn, principal, conversation_id))
