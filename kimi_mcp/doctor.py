@@ -195,7 +195,7 @@ def _describe_error(error: KimiError) -> str:
 async def check_call(settings: Settings, wanted_model: str | None) -> Check:
     """One small real call through the tools' own code path (retries off, short deadline)."""
     from .chat import ChatArgs
-    from .server import open_state
+    from .state import open_state
 
     catalogue = Catalogue(CATALOGUE, settings.extra_models)
     model, thinking = call_model(settings, catalogue, wanted_model)

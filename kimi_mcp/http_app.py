@@ -23,8 +23,9 @@ from starlette.requests import Request
 
 from . import __version__
 from .principal import SCOPE_KEY
-from .server import KimiServer, open_state
+from .server import KimiServer
 from .settings import Settings, SettingsError
+from .state import open_state
 
 __all__ = ["build_app", "check_exposure", "load_client_tokens", "serve_http"]
 

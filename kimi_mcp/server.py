@@ -1,16 +1,17 @@
 """The MCP wiring: the server, its lifespan, and the two Kimi tools plus the model resources.
 
 Thin on purpose: tools hand their arguments to the chat layer and turn the outcome (or the
-`KimiError`) into a tool result. Conversation tools live in `conversation_tools`.
+`KimiError`) into a tool result. kimi_chat's flow lives in `chat_calls`, the conversation tools
+in `conversation_tools`, the shared state in `state`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -25,7 +26,6 @@ from pydantic import AnyUrl, ValidationError
 from . import __version__
 from .arguments import (
     ConversationId,
-    HistoryItem,
     IncludeReasoning,
     MaxTokens,
     Messages,
@@ -40,32 +40,24 @@ from .arguments import (
     TopP,
 )
 from .catalogue import CATALOGUE, Catalogue
-from .chat import ChatArgs, ChatService, HistoryMessage
+from .chat_calls import chat_args, progress_sink, resume_chat, start_chat
 from .conversation_tools import register_conversation_tools
-from .conversations import ChatTurn, ConversationChat
 from .errors import InternalError, InvalidArguments, KimiError
-from .generations import Generation, Generations
 from .json_mode import run_json
-from .principal import principal_of
-from .progress import ProgressSink, ProgressThrottle
+from .progress import ProgressThrottle
 from .prompts import register_prompts
 from .results import (
     ERROR_SCHEMA,
     ChatResult,
     JsonResult,
-    chat_result,
     error_result,
     json_result,
-    partial_result,
     redact_result,
 )
-from .retry import RetryPolicy
 from .settings import Settings
-from .state import AppState
-from .store import Limits, default_store_path, new_conversation_id, open_store
-from .upstream import KimiClient, Timeouts, make_http_client
+from .state import AppState, open_state
 
-__all__ = ["AppState", "KimiServer", "create_server", "open_state"]
+__all__ = ["KimiServer", "create_server"]
 
 log = logging.getLogger(__name__)
 
@@ -154,124 +146,10 @@ def _describe(err: Any) -> str:
     return f"{where}: {err.get('msg', 'invalid')}"
 
 
-def _progress_sink(ctx: Context[AppState, Any]) -> ProgressSink | None:
-    """A sink when the caller asked for progress (sent a progress token), else None."""
-    request = ctx.request_context
-    meta: Any = request.meta or {}
-    raw_meta: Any = (request.params or {}).get("_meta") or {}
-    tokens = (meta.get("progress_token"), meta.get("progressToken"), raw_meta.get("progressToken"))
-    if all(token is None for token in tokens):
-        return None
-
-    async def sink(progress: float, message: str) -> None:
-        await ctx.report_progress(progress, None, message)
-
-    return sink
-
-
-def _args(prompt: str | None, system: str | None, messages: Sequence[HistoryItem] | None, model: str | None,
-          max_tokens: int | None, temperature: float | None, top_p: float | None,
-          stop: str | list[str] | None, thinking: Literal["enabled", "disabled"] | None) -> ChatArgs:
-    return ChatArgs(
-        prompt=prompt, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
-        top_p=top_p, stop=stop, thinking=thinking,
-        messages=tuple(HistoryMessage(m.role, m.content) for m in messages or ()),
-    )
-
-
-async def _hand_over(
-    state: AppState, generation: Generation[ChatTurn], conversation_id: str, include_reasoning: bool
-) -> CallToolResult:
-    """Wait up to the soft deadline; then the whole answer, or the piece that has arrived."""
-    if await generation.wait(state.soft_deadline):
-        state.generations.forget(generation)
-        turn = generation.outcome()
-        return chat_result(turn, include_reasoning=include_reasoning, offset=generation.delivered)
-    generation.attach(None)
-    text = generation.text
-    offset, generation.delivered = generation.delivered, len(text)
-    return partial_result(conversation_id, text[offset:], offset, generation.model)
-
-
-async def _model_for(state: AppState, principal: str, conversation_id: str | None, asked: str | None) -> str:
-    """The model a call will use: the one asked for, else the conversation's, else the default.
-    Refuses an unknown conversation before anything starts."""
-    if conversation_id is None:
-        return state.service.model(asked).id
-    pending = state.generations.pending((principal, conversation_id))
-    stored = None if pending is not None else await state.conversations.summary(principal, conversation_id)
-    if pending is None and stored is None:
-        raise InvalidArguments(
-            f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
-            "leave conversation_id out to start a new conversation"
-        )
-    remembered = pending.model if pending is not None else stored.model if stored else None
-    return state.service.model(asked or remembered).id
-
-
-async def _chat(state: AppState, ctx: Context[AppState, Any], args: ChatArgs, conversation_id: str | None,
-                include_reasoning: bool) -> CallToolResult:
-    principal = principal_of(ctx)
-    state.service.prepare(args)  # refuse bad arguments before anything starts
-    cid = conversation_id or new_conversation_id()
-    model = await _model_for(state, principal, conversation_id, args.model)
-
-    async def job(generation: Generation[ChatTurn]) -> ChatTurn:
-        return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
-                                             listener=generation)
-
-    generation = state.generations.start((principal, cid), model, job)
-    generation.attach(_progress_sink(ctx))
-    handed_over = False
-    try:
-        result = await _hand_over(state, generation, cid, include_reasoning)
-        handed_over = True
-        return result
-    finally:
-        if not handed_over:  # the caller went away (cancelled): stop the upstream request too
-            generation.attach(None)
-            generation.scope.cancel()
-            state.generations.forget(generation)
-
-
-async def _resume(state: AppState, ctx: Context[AppState, Any], conversation_id: str | None,
-                  include_reasoning: bool) -> CallToolResult:
-    if not conversation_id:
-        raise InvalidArguments("resume needs the conversation_id of the incomplete answer")
-    generation = state.generations.pending((principal_of(ctx), conversation_id))
-    if generation is None:
-        raise InvalidArguments(
-            f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
-            "(read them with kimi_read_conversation)"
-        )
-    generation.attach(_progress_sink(ctx))
-    return await _hand_over(state, generation, conversation_id, include_reasoning)  # type: ignore[arg-type]
-
-
 def _describe_models(catalogue: Catalogue, default_model: str) -> str:
     return "\n".join(
         f"- {m.id}{' (default)' if m.id == default_model else ''}: {m.description}" for m in catalogue
     )
-
-
-@asynccontextmanager
-async def open_state(settings: Settings, catalogue: Catalogue) -> AsyncIterator[AppState]:
-    """The process's shared state: the pooled HTTP client, the store and the background task group."""
-    timeouts = Timeouts(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout,
-                        idle=settings.idle_timeout, overall=settings.request_timeout)
-    store = open_store(settings.store or str(default_store_path()))
-    limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
-    async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
-        client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
-                            retry=RetryPolicy(max_retries=settings.max_retries),
-                            max_concurrency=settings.max_concurrency)
-        service = ChatService(client, catalogue, settings.default_model)
-        conversations = ConversationChat(service, store, limits, settings.conversation_ttl_days * 86_400)
-        try:
-            yield AppState(service, conversations, Generations(tg), settings.soft_deadline, settings.secrets())
-        finally:
-            tg.cancel_scope.cancel()
-            await store.close()
 
 
 def _lifespan(settings: Settings, catalogue: Catalogue) -> Any:
@@ -325,9 +203,9 @@ def create_server(settings: Settings) -> KimiServer:
         state = ctx.request_context.lifespan_context
         try:
             if resume:
-                return await _resume(state, ctx, conversation_id, include_reasoning)
-            args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
-            return await _chat(state, ctx, args, conversation_id, include_reasoning)
+                return await resume_chat(state, ctx, conversation_id, include_reasoning)
+            args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+            return await start_chat(state, ctx, args, conversation_id, include_reasoning)
         except KimiError as error:
             return error_result(error, secrets=state.secrets)
 
@@ -347,8 +225,8 @@ def create_server(settings: Settings) -> KimiServer:
         thinking: ThinkingArg = None, schema: SchemaArg = None,
     ) -> Annotated[CallToolResult, JsonResult]:
         state = ctx.request_context.lifespan_context
-        args = _args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
-        sink = _progress_sink(ctx)
+        args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+        sink = progress_sink(ctx)
         async with anyio.create_task_group() as tg:  # for the throttle's held-back sends
             listener = ProgressThrottle(sink, task_group=tg) if sink is not None else None
             try:

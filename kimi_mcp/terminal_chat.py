@@ -125,7 +125,7 @@ def _read_schema(raw: str | None) -> Any:
 async def _ask(settings: Settings, options: ChatOptions, args: ChatArgs, schema: Any, out: Painter,
                err: Painter) -> int:
     from .json_mode import run_json
-    from .server import open_state
+    from .state import open_state
     from .store import new_conversation_id
 
     secrets = settings.secrets()
