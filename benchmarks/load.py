@@ -41,7 +41,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp_types import CallToolResult  # noqa: E402
 
 from tests.fake_ace import FakeAce, FakeResponse, ace_error, cut, raw, reply  # noqa: E402
-from tests.harness import free_port, server_env, wait_for_port  # noqa: E402
+from tests.harness import free_port, server_env, stop_process, wait_for_port  # noqa: E402
 
 __all__ = ["LoadReport", "fault_script", "main", "rss_kib", "run_load"]
 
@@ -164,12 +164,7 @@ def http_server(fake: FakeAce, **env: str) -> Iterator[Server]:
             wait_for_port(port, proc)
             yield Server(proc.pid, f"http://127.0.0.1:{port}/mcp", log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @asynccontextmanager

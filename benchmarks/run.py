@@ -235,7 +235,7 @@ async def http_server(argv: Sequence[str], env: dict[str, str], extra: Sequence[
     """A Streamable HTTP server subprocess on a free loopback port, and a client with a pool big
     enough for the largest burst. The client's keep-alive expiry (2 s) stays under uvicorn's 5 s,
     so it never reuses a connection the server is closing."""
-    from tests.harness import free_port, wait_for_port
+    from tests.harness import free_port, stop_process, wait_for_port
 
     port = free_port()
     with tempfile.TemporaryFile("w+") as log, show_log_on_error(log):
@@ -249,12 +249,7 @@ async def http_server(argv: Sequence[str], env: dict[str, str], extra: Sequence[
             ):
                 yield Running(client, proc.pid, log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def server(kind: str, transport: str, base_url: str, **env: str) -> Any:

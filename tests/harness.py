@@ -83,6 +83,16 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.
     raise TimeoutError(f"server did not listen on {port}")
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate, wait, and kill if it will not go."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def http_server(env: Mapping[str, str], transport: str, log: ServerLog, *args: str) -> Iterator[int]:
     """A `kimi-mcp --transport ...` subprocess on a free loopback port."""
@@ -97,12 +107,7 @@ def http_server(env: Mapping[str, str], transport: str, log: ServerLog, *args: s
             wait_for_port(port, proc)
             yield port
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def client_mode(era: Era) -> Any:
