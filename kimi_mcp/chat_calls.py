@@ -86,12 +86,17 @@ async def start_chat(state: AppState, ctx: Context[AppState, Any], args: ChatArg
     cid = conversation_id or new_conversation_id()
     model = await model_for(state, principal, conversation_id, args.model)
 
+    sink = progress_sink(ctx)
+    # Stream from Kimi when someone listens, or when a soft deadline may need the partial text;
+    # otherwise one plain completion is cheaper.
+    stream = sink is not None or state.soft_deadline > 0
+
     async def job(generation: Generation[ChatTurn]) -> ChatTurn:
         return await state.conversations.run(principal, cid, args, continuing=conversation_id is not None,
-                                             listener=generation)
+                                             listener=generation if stream else None)
 
     generation = state.generations.start((principal, cid), model, job)
-    generation.attach(progress_sink(ctx))
+    generation.attach(sink)
     handed_over = False
     try:
         result = await hand_over(state, generation, cid, include_reasoning)

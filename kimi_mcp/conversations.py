@@ -132,6 +132,7 @@ class ConversationChat:
         continuing: bool,
         listener: StreamListener | None,
     ) -> ChatTurn:
+        """One exchange on this conversation, streamed into `listener` when there is one."""
         async with self.lock(principal, conversation_id):
             stored = await self.get(principal, conversation_id) if continuing else None
             if continuing and stored is None:
@@ -154,7 +155,7 @@ class ConversationChat:
                 notices.append(f"{dropped} oldest turns were left out to fit the context window.")
             system = request.messages[:1] if request.messages[0].role == "system" else ()
             request = replace(request, messages=(*system, *kept, *request.messages[len(system):]))
-            completed = await self.service.complete(request, stream=True, listener=listener)
+            completed = await self.service.complete(request, listener=listener)
             try:
                 pruned = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
             except ConversationNotFound:

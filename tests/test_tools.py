@@ -717,3 +717,26 @@ async def test_retries_then_succeeds(fake: FakeAce) -> None:
         error = error_of(await c.call_tool("kimi_chat", {"prompt": "p"}))
         assert (error["kind"], error["attempts"]) == ("insufficient_balance", 1)
         assert len(fake.requests) == 1
+
+
+async def test_kimi_chat_streams_upstream_only_when_it_helps(fake: FakeAce) -> None:
+    """With nobody listening for progress and the soft deadline off, one plain completion is
+    cheaper than a stream; with a listener, or a deadline that may need the partial text, it streams."""
+    async with connect("memory", fake, era="legacy", env={"KIMI_SOFT_DEADLINE": "0"}) as client:
+        fake.reset()
+        plain = await client.call_tool("kimi_chat", {"prompt": "plain please"})
+
+        async def ignore(progress: float, total: float | None, message: str | None) -> None:
+            pass
+
+        streamed = await client.call_tool("kimi_chat", {"prompt": "stream please"}, progress_callback=ignore)
+    assert not plain.is_error and not streamed.is_error
+    assert plain.structured_content is not None and streamed.structured_content is not None
+    assert plain.structured_content["text"] == streamed.structured_content["text"]
+    first, second = fake.requests
+    assert first.json is not None and "stream" not in first.json
+    assert second.json is not None and second.json["stream"] is True
+    async with connect("memory", fake, env={"KIMI_SOFT_DEADLINE": "50"}) as client:
+        fake.reset()
+        await client.call_tool("kimi_chat", {"prompt": "deadline on"})
+    assert fake.requests[0].json is not None and fake.requests[0].json["stream"] is True
