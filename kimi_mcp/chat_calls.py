@@ -39,9 +39,12 @@ def progress_sink(ctx: Context[AppState, Any]) -> ProgressSink | None:
     return sink
 
 
-def chat_args(prompt: str | None, system: str | None, messages: Sequence[HistoryItem] | None, model: str | None,
-          max_tokens: int | None, temperature: float | None, top_p: float | None,
-          stop: str | list[str] | None, thinking: Literal["enabled", "disabled"] | None) -> ChatArgs:
+def chat_args(
+    prompt: str | None, system: str | None, messages: Sequence[HistoryItem] | None, model: str | None,
+    max_tokens: int | None, temperature: float | None, top_p: float | None,
+    stop: str | list[str] | None, thinking: Literal["enabled", "disabled"] | None,
+) -> ChatArgs:
+    """The chat layer's arguments from the tool's (shared by kimi_chat and kimi_json)."""
     return ChatArgs(
         prompt=prompt, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
         top_p=top_p, stop=stop, thinking=thinking,

@@ -101,22 +101,17 @@ class KimiClient:
         self._retry = retry
         self._slots = anyio.CapacityLimiter(max_concurrency)
 
-    @property
-    def waiting(self) -> int:
-        return self._slots.statistics().tasks_waiting
-
     async def chat(
         self,
         body: dict[str, Any],
         *,
         on_delta: DeltaHook | None = None,
         on_queued: QueueHook | None = None,
-        budget_s: float | None = None,
     ) -> Outcome:
         """One call with retries, all inside the call's overall deadline."""
         if self._token is None:
             raise AuthError("no API token is configured", hint=TOKEN_HELP)
-        overall = self._timeouts.overall if budget_s is None else budget_s
+        overall = self._timeouts.overall
         deadline = time.monotonic() + overall
         attempts = 0
         received = _Received()
