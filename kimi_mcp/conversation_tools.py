@@ -112,7 +112,7 @@ def register_conversation_tools(server: KimiServer) -> None:
         try:
             listed = await _list(state, principal_of(ctx), limit)
         except KimiError as error:
-            return error_result(error, secrets=state.secrets)
+            return error_result(error)
         lines = [f"{c.conversation_id}  {c.last_used}  {c.turns} turns  {c.model}  {c.title}"
                  for c in listed.conversations]
         return _ok("\n".join(lines) or "No stored conversations.", listed)
@@ -127,7 +127,7 @@ def register_conversation_tools(server: KimiServer) -> None:
         try:
             transcript = await _read(state, principal_of(ctx), conversation_id)
         except KimiError as error:
-            return error_result(error, secrets=state.secrets)
+            return error_result(error)
         text = "\n\n".join(f"{turn.role}: {turn.content}" for turn in transcript.turns)
         return _ok(text, transcript)
 
@@ -142,7 +142,7 @@ def register_conversation_tools(server: KimiServer) -> None:
         try:
             deleted = await state.conversations.store.delete(principal_of(ctx), conversation_id)
         except StorageError as exc:
-            return error_result(StorageFailure(str(exc)), secrets=state.secrets)
+            return error_result(StorageFailure(str(exc)))
         result = DeleteResult(conversation_id=conversation_id, deleted=deleted)
         return _ok(f"Deleted {conversation_id}." if deleted else f"No conversation {conversation_id}.", result)
 

@@ -188,13 +188,12 @@ def json_result(value: Any, text: str, completed: Completed, usage: Usage, json_
     return _result(text, structured)
 
 
-def error_result(error: KimiError, *, secrets: tuple[str, ...] = ()) -> CallToolResult:
-    """The one place an error becomes a tool result: a readable line plus `{"error": {...}}`."""
-    line = redact(error.line(), secrets)
-    payload = redact_value(error.payload(), secrets)
+def error_result(error: KimiError) -> CallToolResult:
+    """The one place an error becomes a tool result: a readable line plus `{"error": {...}}`
+    (redacted with every other result by `redact_result`)."""
     return CallToolResult(
-        content=[TextContent(type="text", text=line)],
-        structured_content={"error": payload},
+        content=[TextContent(type="text", text=error.line())],
+        structured_content={"error": error.payload()},
         is_error=True,
     )
 

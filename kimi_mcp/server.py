@@ -119,14 +119,14 @@ class KimiServer(MCPServer[AppState]):
             result = await super().call_tool(name, arguments, context)
         except UnexpectedToolError:
             log.exception("tool %s failed unexpectedly", name)
-            return error_result(InternalError(f"{name} failed unexpectedly"), secrets=self.secrets)
+            result = error_result(InternalError(f"{name} failed unexpectedly"))
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
                 problems = "; ".join(_describe(err) for err in exc.__cause__.errors())
-                error = InvalidArguments(f"invalid arguments for {name}: {problems}")
+                result = error_result(InvalidArguments(f"invalid arguments for {name}: {problems}"))
             else:
-                error = InvalidArguments(str(exc))
-            return error_result(error, secrets=self.secrets)
+                result = error_result(InvalidArguments(str(exc)))
+        # The one exit of every tool result: the token (and client tokens) masked, whatever the path.
         return redact_result(result, self.secrets) if isinstance(result, CallToolResult) else result
 
 
@@ -207,7 +207,7 @@ def create_server(settings: Settings) -> KimiServer:
             args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
             return await start_chat(state, ctx, args, conversation_id, include_reasoning)
         except KimiError as error:
-            return error_result(error, secrets=state.secrets)
+            return error_result(error)
 
     @server.tool(
         description=(
@@ -232,7 +232,7 @@ def create_server(settings: Settings) -> KimiServer:
             try:
                 outcome = await run_json(state.service, args, schema, listener)
             except KimiError as error:
-                return error_result(error, secrets=state.secrets)
+                return error_result(error)
             finally:
                 if listener is not None:
                     listener.close()

@@ -28,7 +28,6 @@ class AppState:
     conversations: ConversationChat
     generations: Generations
     soft_deadline: float
-    secrets: tuple[str, ...]
 
 
 @asynccontextmanager
@@ -45,7 +44,7 @@ async def open_state(settings: Settings, catalogue: Catalogue) -> AsyncIterator[
         service = ChatService(client, catalogue, settings.default_model)
         conversations = ConversationChat(service, store, limits, settings.conversation_ttl_days * 86_400)
         try:
-            yield AppState(service, conversations, Generations(tg), settings.soft_deadline, settings.secrets())
+            yield AppState(service, conversations, Generations(tg), settings.soft_deadline)
         finally:
             tg.cancel_scope.cancel()
             await store.close()
