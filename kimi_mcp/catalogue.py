@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CATALOGUE", "Catalogue", "ModelInfo", "SamplingRule", "Thinking"]
+from .settings import Settings, SettingsError
+
+__all__ = ["CATALOGUE", "Catalogue", "ModelInfo", "SamplingRule", "Thinking", "catalogue_for"]
 
 Thinking = Literal["always", "default_on", "none", "unknown"]
 
@@ -156,3 +158,15 @@ class Catalogue:
 
     def __iter__(self) -> Iterator[ModelInfo]:
         return iter(self._models.values())
+
+
+def catalogue_for(settings: Settings) -> Catalogue:
+    """The catalogue these settings give (built-in rows plus KIMI_EXTRA_MODELS), refusing a default
+    model it does not hold: nothing would work."""
+    catalogue = Catalogue(CATALOGUE, settings.extra_models)
+    if catalogue.get(settings.default_model) is None:
+        raise SettingsError(
+            f"invalid setting KIMI_DEFAULT_MODEL: {settings.default_model!r} is not a known model "
+            f"(known: {', '.join(catalogue.ids)}; add new ids with KIMI_EXTRA_MODELS)"
+        )
+    return catalogue

@@ -1,36 +1,33 @@
-"""Every failure a call can meet, as typed errors, and the one map from upstream answers to them.
+"""Every failure a call can meet, as typed errors. Imports nothing of ours: every layer may use it.
 
-    KimiError                      kind                  retryable
-    ├── InvalidArguments           invalid_arguments     no
-    ├── UpstreamError  (an HTTP error answer)
-    │   ├── AuthError              auth                  no
-    │   ├── InsufficientBalance    insufficient_balance  no
-    │   ├── Forbidden              forbidden             no
-    │   ├── RateLimited            rate_limited          yes
-    │   ├── UpstreamFailure        upstream              yes
-    │   ├── UpstreamTimeout        timeout               yes
-    │   ├── BadRequest             bad_request           no
-    │   └── NotFound               not_found             no
-    ├── NetworkError               network               yes
-    ├── TimeoutError_              timeout               yes
-    ├── InvalidResponse            invalid_response      yes
-    ├── InvalidJSON                invalid_json          no
-    ├── StorageFailure             storage               no
-    ├── Cancelled                  cancelled             yes
-    └── InternalError              internal              no
+    KimiError                      kind                  retryable  auto_retry
+    ├── InvalidArguments           invalid_arguments     no         no
+    ├── UpstreamError  (the upstream answered with an error: a status body or a stream event)
+    │   ├── AuthError              auth                  no         no
+    │   ├── InsufficientBalance    insufficient_balance  no         no
+    │   ├── Forbidden              forbidden             no         no
+    │   ├── RateLimited            rate_limited          yes        yes
+    │   ├── UpstreamFailure        upstream              yes        yes
+    │   ├── UpstreamTimeout        timeout               yes        yes
+    │   ├── BadRequest             bad_request           no         no
+    │   └── NotFound               not_found             no         no
+    ├── NetworkError               network               yes        yes
+    ├── TimeoutError_              timeout               yes        no   (our own limit ran out)
+    ├── InvalidResponse            invalid_response      yes        no   (a broken 200 may be billed)
+    ├── InvalidJSON                invalid_json          no         no
+    ├── StorageFailure             storage               no         no
+    ├── Cancelled                  cancelled             yes        no
+    └── InternalError              internal              no         no
 
-`from_upstream` is the only place an HTTP status and body become an error; `results.error_result`
-is the only place an error becomes a tool result.
+`retryable` is what the host's model reads: calling again later can help. `auto_retry` is whether
+the upstream client retries by itself (`upstream.retry.should_retry` reads only this column).
+`upstream.failures` is the only map from an upstream answer to a class here; `server.results.error_result`
+the only place an error becomes a tool result.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 __all__ = [
@@ -52,8 +49,6 @@ __all__ = [
     "UpstreamError",
     "UpstreamFailure",
     "UpstreamTimeout",
-    "from_upstream",
-    "retry_after_seconds",
 ]
 
 TOKEN_HELP = "set ACEDATACLOUD_API_TOKEN to your Ace Data Cloud token (https://platform.acedata.cloud)"
@@ -64,6 +59,7 @@ class KimiError(Exception):
 
     kind: ClassVar[str] = "error"
     retryable: ClassVar[bool] = False
+    auto_retry: ClassVar[bool] = False
     default_hint: ClassVar[str] = ""
     answer_began: bool = False
     """Set when part of the answer had arrived: such a failure is never retried (it may be billed)."""
@@ -118,7 +114,7 @@ class InvalidArguments(KimiError):
 
 
 class UpstreamError(KimiError):
-    """The upstream answered with an HTTP error status."""
+    """The upstream answered with an error: an HTTP error status, or an error event inside a stream."""
 
     kind = "upstream"
 
@@ -141,18 +137,21 @@ class Forbidden(UpstreamError):
 class RateLimited(UpstreamError):
     kind = "rate_limited"
     retryable = True
+    auto_retry = True
     default_hint = "rate limited: wait and retry, or lower the number of parallel calls"
 
 
 class UpstreamFailure(UpstreamError):
     kind = "upstream"
     retryable = True
+    auto_retry = True
     default_hint = "the upstream failed; retry in a few seconds"
 
 
 class UpstreamTimeout(UpstreamError):
     kind = "timeout"
     retryable = True
+    auto_retry = True
     default_hint = "the upstream timed out; retry, perhaps with a smaller max_tokens or a turbo model"
 
 
@@ -169,6 +168,7 @@ class NotFound(UpstreamError):
 class NetworkError(KimiError):
     kind = "network"
     retryable = True
+    auto_retry = True
     default_hint = "could not talk to the upstream; check ACEDATACLOUD_API_BASE_URL and the network, then retry"
 
 
@@ -207,94 +207,3 @@ class InternalError(KimiError):
 
     kind = "internal"
     default_hint = "an unexpected server error; the details are in the server's log"
-
-
-_BY_STATUS: dict[int, type[UpstreamError]] = {
-    400: BadRequest,
-    401: AuthError,
-    403: Forbidden,
-    404: NotFound,
-    408: UpstreamTimeout,
-    429: RateLimited,
-    500: UpstreamFailure,
-    502: UpstreamFailure,
-    503: UpstreamFailure,
-    504: UpstreamTimeout,
-}
-# Codes that override the status: balance problems must never look retryable.
-_BY_CODE: dict[str, type[UpstreamError]] = {
-    "used_up": InsufficientBalance,
-    "exceeded_current_quota_error": InsufficientBalance,
-    "invalid_token": AuthError,
-    "token_expired": AuthError,
-    "no_token": AuthError,
-    "token_mismatched": AuthError,
-    "invalid_authentication_error": AuthError,
-    "resource_not_found_error": NotFound,
-}
-_TRY_AGAIN = re.compile(r"try again after (\d+(?:\.\d+)?) ?s", re.IGNORECASE)
-_MAX_MESSAGE = 500
-
-
-def _parse_body(body: bytes) -> tuple[str | None, str | None, str | None]:
-    """(code, message, trace_id) from Ace's, Moonshot's or a proxy's error body."""
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        if text.lstrip().startswith("<"):
-            title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-            return None, (title.group(1).strip() if title else "an HTML error page"), None
-        return None, text[:_MAX_MESSAGE] or None, None
-    if not isinstance(data, dict):
-        return None, str(data)[:_MAX_MESSAGE], None
-    trace_id = data.get("trace_id")
-    error = data.get("error")
-    code: Any = None
-    message: Any = None
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("type")
-        message = error.get("message")
-    elif isinstance(error, str):
-        message = error
-    message = message or data.get("message") or data.get("detail")
-    code = code or data.get("code")
-    return (
-        str(code) if code else None,
-        str(message)[:_MAX_MESSAGE] if message else None,
-        str(trace_id) if trace_id else None,
-    )
-
-
-def retry_after_seconds(headers: Mapping[str, str], message: str | None) -> float | None:
-    """Seconds to wait, from `Retry-After` (seconds) or Moonshot's "try again after N seconds"."""
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            seconds = float(raw)
-            if math.isfinite(seconds):
-                return max(0.0, seconds)
-        except ValueError:
-            try:  # an HTTP date; one already past says nothing
-                wait = parsedate_to_datetime(raw).timestamp() - time.time()
-                if wait > 0:
-                    return wait
-            except (TypeError, ValueError):
-                pass
-    match = _TRY_AGAIN.search(message or "")
-    return float(match.group(1)) if match else None
-
-
-def from_upstream(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    """Map an upstream error answer to our error class (the one place this happens)."""
-    code, message, trace_id = _parse_body(body)
-    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status)
-    if cls is None:
-        cls = UpstreamFailure if status >= 500 else BadRequest
-    return cls(
-        message or f"the upstream answered HTTP {status} with no message",
-        status=status,
-        code=code,
-        trace_id=trace_id,
-        retry_after_s=retry_after_seconds(headers, message),
-    )

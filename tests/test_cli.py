@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kimi_mcp import __version__
-from kimi_mcp.cli import check_models
+from kimi_mcp.catalogue import catalogue_for
 from kimi_mcp.settings import OPTIONS, Settings, SettingsError
 from tests.fake_ace import FakeAce
 from tests.harness import ROOT, ServerLog, connect, free_port
@@ -93,9 +93,9 @@ def test_malformed_setting(env: dict[str, str], args: tuple[str, ...], names: st
 
 def test_default_model_may_be_an_extra_model() -> None:
     """KIMI_DEFAULT_MODEL may name an id added through KIMI_EXTRA_MODELS (checked in process: cheap)."""
-    check_models(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3", "KIMI_EXTRA_MODELS": "kimi-k3"}))
+    catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3", "KIMI_EXTRA_MODELS": "kimi-k3"}))
     with pytest.raises(SettingsError, match="KIMI_DEFAULT_MODEL"):
-        check_models(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3"}))
+        catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3"}))
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from kimi_mcp.cli import main
-from kimi_mcp.host_config import default_config_path
+from kimi_mcp.cli.config import default_config_path
+from kimi_mcp.cli.term import Painter, wants_colour
 from kimi_mcp.settings import OPTIONS
-from kimi_mcp.term import Painter, wants_colour
 from tests.fake_ace import FakeAce, ace_error, reply, stall
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -504,3 +504,28 @@ async def test_delete_during_an_answer_stays_deleted(shared: Client, fake: FakeA
         assert (await call(shared, "kimi_delete_conversation", conversation_id=cid))["deleted"] is True
     assert cid not in await listed(shared)
     assert (await fail(shared, "kimi_read_conversation", conversation_id=cid))["kind"] == "invalid_arguments"
+
+
+# --------------------------------------------------------------------------- the model is resolved once
+
+
+async def test_continued_conversation_is_checked_against_its_own_model(fake: FakeAce) -> None:
+    """Regression: a continued call was validated against the DEFAULT model before the
+    conversation's own model was known. With a non-thinking default, a conversation started on
+    kimi-k2.5 and continued with thinking enabled (no model given) must work, on kimi-k2.5."""
+    env = {"KIMI_DEFAULT_MODEL": "kimi-k2-instruct-0905", "KIMI_SOFT_DEADLINE": "0", "KIMI_MAX_RETRIES": "0"}
+    async with connect("memory", fake, env=env) as c:
+        first = await chat(c, prompt="Start on k2.5", model="kimi-k2.5")
+        assert body(fake)["model"] == "kimi-k2.5"
+        fake.reset()
+        second = await chat(c, prompt="Now think", thinking="enabled", conversation_id=first["conversation_id"])
+        assert body(fake)["model"] == "kimi-k2.5"
+        assert body(fake)["thinking"] == {"type": "enabled"}
+        assert second["conversation_id"] == first["conversation_id"]
+        # A model without the switch is still refused, naming that model (not the default).
+        fake.reset()
+        refused = await fail(c, "kimi_chat", prompt="x", thinking="enabled", model="kimi-k2-thinking",
+                             conversation_id=first["conversation_id"])
+        assert refused["kind"] == "invalid_arguments"
+        assert "kimi-k2-thinking" in refused["message"] and "kimi-k2-instruct-0905" not in refused["message"]
+        assert fake.requests == []

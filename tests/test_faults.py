@@ -21,7 +21,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 
 from kimi_mcp.errors import RateLimited, UpstreamFailure
-from kimi_mcp.retry import MAX_DELAY_S, MAX_RETRY_AFTER_S, RetryPolicy, backoff_seconds, wait_before_retry
+from kimi_mcp.upstream.retry import MAX_DELAY_S, MAX_RETRY_AFTER_S, RetryPolicy, backoff_seconds, wait_before_retry
 from tests.fake_ace import (
     DEFAULT_CONTENT,
     FakeAce,
@@ -164,7 +164,14 @@ WIRE_CASES = [
     Case("json-200-without-choices", (raw(200, '{"id": "chatcmpl-1", "object": "chat.completion"}'),),
          "invalid_response", 1),
     Case("stream-chunk-not-json", (stream_raw(['data: {"id": "chatcmpl-1", "choi\n\n']),), "invalid_response", 1),
-    Case("stream-error-chunk", (stream_raw([sse({"error": {"message": "engine died"}})]),), "invalid_response", 1),
+    # An error event inside a stream means what the same code means in a status body (one map).
+    Case("stream-error-chunk", times(2, stream_raw([sse({"error": {"message": "engine died"}})])), "upstream", 2,
+         env={"KIMI_MAX_RETRIES": "1"}),
+    Case("stream-error-used-up", (stream_raw([sse({"error": {"code": "used_up", "message": "Balance used up."}})]),),
+         "insufficient_balance", 1, code="used_up"),
+    Case("stream-error-after-text",
+         (stream_raw([content_chunk("Hello "), sse({"error": {"code": "used_up", "message": "Balance used up."}})]),),
+         "insufficient_balance", 1, partial=True),
     Case("slow-headers", (reply(delay=5),), "timeout", 1, env={"KIMI_FIRST_BYTE_TIMEOUT": "0.3"}),
     Case("stalled-stream", (stall(after_chunks=2),), "timeout", 1, env={"KIMI_IDLE_TIMEOUT": "0.5"}, partial=True),
     Case("huge-200-body", (raw(200, HUGE),), "invalid_response", 1, message="larger than 16 MiB"),

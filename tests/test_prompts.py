@@ -12,13 +12,13 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
-from kimi_mcp.prompts import (
+from kimi_mcp.server import create_server
+from kimi_mcp.server.prompts import (
     CODE_REVIEW_SYSTEM,
     PROMPT_NAMES,
     SECOND_OPINION_SYSTEM,
     register_prompts,
 )
-from kimi_mcp.server import create_server
 from tests.fake_ace import FakeAce, reply
 from tests.harness import settings_for
 

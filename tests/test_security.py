@@ -26,8 +26,8 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from kimi_mcp.http_app import check_exposure, load_client_tokens
 from kimi_mcp.redaction import RedactingFilter
+from kimi_mcp.server.http import check_exposure, load_client_tokens
 from kimi_mcp.settings import Secret, Settings, SettingsError
 from tests.fake_ace import CHAT_PATH, DEFAULT_CONTENT, FakeAce, ace_error, reply
 from tests.harness import ROOT, ServerLog, client_mode, connect, free_port, http_server, server_env

@@ -28,8 +28,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from kimi_mcp.progress import MESSAGE_TAIL_CHARS, ProgressThrottle, describe
-from kimi_mcp.stream import StreamAccumulator
+from kimi_mcp.chat.progress import MESSAGE_TAIL_CHARS, ProgressThrottle, describe
+from kimi_mcp.upstream.sse import StreamAccumulator
 from tests.fake_ace import (
     FakeAce,
     FakeResponse,
@@ -696,14 +696,14 @@ async def test_every_stream_shape_parses_end_to_end(memory: Client, fake: FakeAc
 
 
 async def test_stream_error_chunk_is_reported_with_partial_text(memory: Client, fake: FakeAce) -> None:
-    """An error object in the middle of a stream ends the call as invalid_response, keeping the
-    text so far, without a retry."""
+    """An error object in the middle of a stream ends the call as the same code would in a status
+    body (`server_error`: an upstream failure), keeping the text so far, without a retry."""
     error_event = 'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
     fake.script(stream_raw([sse({"content": "Before the error"}), error_event]))
 
     error = error_of(await call(memory, "kimi_chat", {"prompt": "Error mid-stream"}))
 
-    assert error["kind"] == "invalid_response"
+    assert error["kind"] == "upstream"
     assert "overloaded" in error["message"]
     assert error["partial_text"] == "Before the error"
     assert len(fake.requests) == 1
@@ -907,7 +907,7 @@ def accumulator(reasoning: str = "", content: str = "") -> StreamAccumulator:
 
 async def test_throttle_first_at_once_then_one_per_interval_and_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr("kimi_mcp.progress.time.monotonic", clock)
+    monkeypatch.setattr("kimi_mcp.chat.progress.time.monotonic", clock)
     sent: list[tuple[float, str]] = []
 
     async def sink(progress: float, message: str) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from kimi_mcp import errors
 from kimi_mcp.catalogue import CATALOGUE, Catalogue, ModelInfo, SamplingRule
-from kimi_mcp.completions import ChatRequest, Message, build_body, parse_completion
-from kimi_mcp.conversations import estimate_tokens, trim_history
+from kimi_mcp.chat.conversations import estimate_tokens, trim_history
+from kimi_mcp.chat.json_answers import check_schema, parse_json_reply
+from kimi_mcp.chat.progress import ProgressThrottle, describe
 from kimi_mcp.errors import (
     AuthError,
     BadRequest,
@@ -35,20 +35,20 @@ from kimi_mcp.errors import (
     UpstreamError,
     UpstreamFailure,
     UpstreamTimeout,
-    from_upstream,
 )
-from kimi_mcp.json_mode import check_schema, parse_json_reply
-from kimi_mcp.progress import ProgressThrottle, describe
 from kimi_mcp.redaction import MASK, RedactingFilter, redact_value
-from kimi_mcp.retry import (
+from kimi_mcp.settings import OPTIONS, Secret, Settings, SettingsError
+from kimi_mcp.upstream import failures
+from kimi_mcp.upstream.failures import from_status
+from kimi_mcp.upstream.retry import (
     MAX_RETRY_AFTER_S,
     RetryPolicy,
     backoff_seconds,
     should_retry,
     wait_before_retry,
 )
-from kimi_mcp.settings import OPTIONS, Secret, Settings, SettingsError
-from kimi_mcp.stream import StreamAccumulator, StreamDelta
+from kimi_mcp.upstream.sse import StreamAccumulator, StreamDelta
+from kimi_mcp.upstream.wire import ChatRequest, Message, build_body, parse_completion
 from tests import fake_ace
 
 ALL_IDS = [
@@ -217,7 +217,7 @@ class TestCatalogue:
         assert model("kimi-k2-thinking").rules == ()
 
 
-# ============================================================================ errors.from_upstream
+# ============================================================================ failures.from_status
 
 
 def ace_body(code: str, message: str, trace_id: str = "trace-1", **extra: Any) -> bytes:
@@ -247,7 +247,7 @@ class TestFromUpstream:
         (504, "timeout", UpstreamTimeout, True),
     ])
     def test_issue_table(self, status: int, code: str, cls: type[UpstreamError], retryable: bool) -> None:
-        error = from_upstream(status, ace_body(code, "the message", "t-42"), httpx2.Headers())
+        error = from_status(status, ace_body(code, "the message", "t-42"), httpx2.Headers())
         assert type(error) is cls
         assert (error.status, error.code, error.message, error.trace_id) == (status, code, "the message", "t-42")
         assert error.retryable is retryable
@@ -260,56 +260,56 @@ class TestFromUpstream:
             400: "bad_request", 404: "not_found",
         }
         for status, kind in kinds.items():
-            assert from_upstream(status, b"", {}).kind == kind
-        assert from_upstream(403, ace_body("used_up", "x"), {}).kind == "insufficient_balance"
+            assert from_status(status, b"", {}).kind == kind
+        assert from_status(403, ace_body("used_up", "x"), {}).kind == "insufficient_balance"
 
     def test_success_false(self) -> None:
-        error = from_upstream(403, ace_body("used_up", "Balance used up.", success=False), {})
+        error = from_status(403, ace_body("used_up", "Balance used up.", success=False), {})
         assert isinstance(error, InsufficientBalance)
         assert error.message == "Balance used up."
 
     def test_error_as_plain_string(self) -> None:
-        error = from_upstream(500, json.dumps({"error": "boom", "trace_id": "t"}).encode(), {})
+        error = from_status(500, json.dumps({"error": "boom", "trace_id": "t"}).encode(), {})
         assert isinstance(error, UpstreamFailure)
         assert (error.message, error.code, error.trace_id) == ("boom", None, "t")
 
     def test_top_level_code_and_message(self) -> None:
-        error = from_upstream(403, json.dumps({"code": "used_up", "message": "no money"}).encode(), {})
+        error = from_status(403, json.dumps({"code": "used_up", "message": "no money"}).encode(), {})
         assert isinstance(error, InsufficientBalance)
         assert error.message == "no money"
 
     def test_empty_body(self) -> None:
-        error = from_upstream(502, b"", {})
+        error = from_status(502, b"", {})
         assert isinstance(error, UpstreamFailure)
         assert error.message == "the upstream answered HTTP 502 with no message"
         assert error.code is None and error.trace_id is None
 
     def test_html_proxy_page(self) -> None:
         page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>nginx</h1></body></html>"
-        error = from_upstream(502, page, {"content-type": "text/html"})
+        error = from_status(502, page, {"content-type": "text/html"})
         assert isinstance(error, UpstreamFailure)
         assert error.message == "502 Bad Gateway"
-        untitled = from_upstream(503, b"<html><body>down</body></html>", {})
+        untitled = from_status(503, b"<html><body>down</body></html>", {})
         assert untitled.message == "an HTML error page"
 
     def test_plain_text_and_odd_json(self) -> None:
-        assert from_upstream(500, b"Internal Server Error", {}).message == "Internal Server Error"
-        assert from_upstream(500, b"[1, 2]", {}).message == "[1, 2]"
-        long = from_upstream(500, json.dumps({"error": {"message": "x" * 2000}}).encode(), {})
+        assert from_status(500, b"Internal Server Error", {}).message == "Internal Server Error"
+        assert from_status(500, b"[1, 2]", {}).message == "[1, 2]"
+        long = from_status(500, json.dumps({"error": {"message": "x" * 2000}}).encode(), {})
         assert len(long.message) == 500
 
     def test_moonshot_shape(self) -> None:
-        error = from_upstream(400, moonshot_body("invalid_request_error",
+        error = from_status(400, moonshot_body("invalid_request_error",
                                                  "invalid temperature: only 1 is allowed for this model"), {})
         assert isinstance(error, BadRequest)
         assert error.code == "invalid_request_error"
         assert error.message == "invalid temperature: only 1 is allowed for this model"
-        assert isinstance(from_upstream(404, moonshot_body("resource_not_found_error", "Not found"), {}), NotFound)
-        assert isinstance(from_upstream(401, moonshot_body("invalid_authentication_error", "bad key"), {}), AuthError)
+        assert isinstance(from_status(404, moonshot_body("resource_not_found_error", "Not found"), {}), NotFound)
+        assert isinstance(from_status(401, moonshot_body("invalid_authentication_error", "bad key"), {}), AuthError)
 
     def test_moonshot_quota_at_429_is_balance(self) -> None:
         """Moonshot reports an empty balance as 429: it must not look retryable."""
-        error = from_upstream(429, moonshot_body("exceeded_current_quota_error", "Your account is suspended"), {})
+        error = from_status(429, moonshot_body("exceeded_current_quota_error", "Your account is suspended"), {})
         assert isinstance(error, InsufficientBalance)
         assert error.kind == "insufficient_balance"
         assert error.retryable is False
@@ -317,26 +317,26 @@ class TestFromUpstream:
 
     def test_moonshot_rate_limit_wait_from_message(self) -> None:
         message = "Your account org-x request reached max RPM: 3, please try again after 1 seconds"
-        error = from_upstream(429, moonshot_body("rate_limit_reached_error", message), {})
+        error = from_status(429, moonshot_body("rate_limit_reached_error", message), {})
         assert isinstance(error, RateLimited)
         assert error.retry_after_s == 1.0
         assert error.code == "rate_limit_reached_error"
 
     def test_retry_after_header(self) -> None:
         body = ace_body("too_many_requests", "You have exceeded the rate limit.")
-        assert from_upstream(429, body, httpx2.Headers({"Retry-After": "7"})).retry_after_s == 7.0
+        assert from_status(429, body, httpx2.Headers({"Retry-After": "7"})).retry_after_s == 7.0
         # the header wins over the message's hint; a date we cannot read falls back to it
         hinted = moonshot_body("rate_limit_reached_error", "please try again after 3 seconds")
-        assert from_upstream(429, hinted, httpx2.Headers({"Retry-After": "5"})).retry_after_s == 5.0
+        assert from_status(429, hinted, httpx2.Headers({"Retry-After": "5"})).retry_after_s == 5.0
         dated = httpx2.Headers({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"})
-        assert from_upstream(429, hinted, dated).retry_after_s == 3.0
+        assert from_status(429, hinted, dated).retry_after_s == 3.0
 
     def test_unknown_statuses(self) -> None:
-        assert isinstance(from_upstream(418, b"", {}), BadRequest)
-        assert isinstance(from_upstream(599, b"", {}), UpstreamFailure)
+        assert isinstance(from_status(418, b"", {}), BadRequest)
+        assert isinstance(from_status(599, b"", {}), UpstreamFailure)
 
     def test_payload_and_line(self) -> None:
-        error = from_upstream(403, ace_body("used_up", "Balance used up.", "t-9"), {})
+        error = from_status(403, ace_body("used_up", "Balance used up.", "t-9"), {})
         payload = error.payload()
         assert payload == {
             "kind": "insufficient_balance", "status": 403, "code": "used_up", "message": "Balance used up.",
@@ -578,11 +578,25 @@ class TestStream:
         with pytest.raises(InvalidResponse, match="not JSON"):
             acc.feed_line("")
 
-    @pytest.mark.parametrize("data", ['"a string"', "[1]", '{"error": {"message": "overloaded"}}',
-                                      '{"error": "boom"}'])
+    @pytest.mark.parametrize("data", ['"a string"', "[1]"])
     def test_bad_chunks(self, data: str) -> None:
         with pytest.raises(InvalidResponse):
             feed(f"data: {data}\n\n")
+
+    @pytest.mark.parametrize(("data", "cls", "retryable"), [
+        ('{"error": {"message": "overloaded"}}', UpstreamFailure, True),
+        ('{"error": "boom"}', UpstreamFailure, True),
+        ('{"error": {"code": "used_up", "message": "Balance used up."}}', InsufficientBalance, False),
+        ('{"error": {"type": "rate_limit_reached_error", "message": "slow down"}}', RateLimited, True),
+        ('{"error": {"code": "invalid_token", "message": "bad"}}', AuthError, False),
+        ('{"error": {"code": "resource_not_found_error", "message": "no model"}}', NotFound, False),
+    ])
+    def test_error_events_use_the_status_body_map(self, data: str, cls: type[KimiError], retryable: bool) -> None:
+        """An error event means what the same code means in a status body (one map for both)."""
+        with pytest.raises(cls) as raised:
+            feed(f"data: {data}\n\n")
+        assert raised.value.retryable is retryable
+        assert raised.value.auto_retry is retryable
 
     def test_ignores_other_fields_and_empty_deltas(self) -> None:
         text = "event: message\nid: 7\nretry: 100\n" + sse(chunk({"content": ""}), chunk({"role": "assistant"}),
@@ -840,7 +854,7 @@ def test_retry_after_as_an_http_date() -> None:
     """Retry-After may be an HTTP date (RFC 9110): the wait is the time until then."""
     from email.utils import formatdate
 
-    wait = errors.retry_after_seconds({"retry-after": formatdate(time.time() + 30, usegmt=True)}, None)
+    wait = failures.retry_after_seconds({"retry-after": formatdate(time.time() + 30, usegmt=True)}, None)
     assert wait is not None and 25 <= wait <= 30
-    assert errors.retry_after_seconds({"retry-after": formatdate(time.time() - 30, usegmt=True)}, None) is None
-    assert errors.retry_after_seconds({"retry-after": "inf"}, None) is None
+    assert failures.retry_after_seconds({"retry-after": formatdate(time.time() - 30, usegmt=True)}, None) is None
+    assert failures.retry_after_seconds({"retry-after": "inf"}, None) is None

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .chat import ChatArgs, ChatService, Completed
-from .completions import Message, Usage
-from .errors import InvalidArguments, InvalidJSON
+from ..errors import InvalidArguments, InvalidJSON
+from ..upstream import Message, Usage
 from .progress import StreamListener
+from .service import ChatArgs, ChatService, Completed
 
 if TYPE_CHECKING:  # jsonschema is imported on first use: it costs start-up time every host pays
     from jsonschema.protocols import Validator

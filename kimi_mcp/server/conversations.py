@@ -1,30 +1,27 @@
 """Tools and resources to list, read and delete stored conversations.
 
 Tools, because most hosts' models cannot read resources on their own; resources too, for hosts
-that show them to their user. Every lookup is scoped to the caller's principal.
+that show them to their user. Every lookup is scoped to the caller's principal; failures are
+raised as `KimiError` and become error results (or resource errors) in `KimiServer`.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .errors import InvalidArguments, KimiError, StorageFailure
-from .principal import principal_of
-from .results import error_result
-from .state import AppState
+from ..store import Conversation, ConversationSummary
+from .context import Ctx, principal_of, tools_of
 
-if TYPE_CHECKING:
-    from .server import KimiServer
-from .store import Conversation, ConversationSummary, StorageError
+__all__ = ["LIST_RESOURCE", "list_resource", "register_conversation_tools"]
 
-__all__ = ["register_conversation_tools"]
+LIST_RESOURCE = {"uri": "kimi://conversations", "name": "conversations", "mime_type": "application/json",
+                 "description": "Your stored Kimi conversations: id, title, model, turns, last used."}
 
 ConversationIdArg = Annotated[str, Field(min_length=1, max_length=200, description="The conversation's id.")]
 Limit = Annotated[int, Field(ge=1, le=500, description="How many conversations, most recently used first.")]
@@ -82,37 +79,30 @@ def _ok(text: str, structured: BaseModel) -> CallToolResult:
                           structured_content=structured.model_dump(mode="json"))
 
 
-async def _list(state: AppState, principal: str, limit: int) -> ListResult:
-    await state.conversations.purge_expired()
-    try:
-        found = await state.conversations.store.list(principal, limit=limit)
-    except StorageError as exc:
-        raise StorageFailure(str(exc)) from None
+async def _list(ctx: Ctx, limit: int) -> ListResult:
+    found = await tools_of(ctx).list_conversations(principal_of(ctx), limit)
     return ListResult(conversations=[_summary(item) for item in found])
 
 
-async def _read(state: AppState, principal: str, conversation_id: str) -> TranscriptResult:
-    conversation = await state.conversations.get(principal, conversation_id)
-    if conversation is None:
-        raise InvalidArguments(f"no conversation {conversation_id!r} (expired, deleted or never created)")
-    return _transcript(conversation)
+async def _read(ctx: Ctx, conversation_id: str) -> TranscriptResult:
+    return _transcript(await tools_of(ctx).read_conversation(principal_of(ctx), conversation_id))
 
 
-def register_conversation_tools(server: KimiServer) -> None:
+async def list_resource(ctx: Ctx) -> str:
+    """`kimi://conversations`: a fixed URI whose content depends on the caller (see `add_context_resource`)."""
+    listed = await _list(ctx, 500)
+    return json.dumps(listed.model_dump(mode="json"), indent=2, ensure_ascii=False)
+
+
+def register_conversation_tools(server: MCPServer[Any]) -> None:
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False, idempotent_hint=True)
 
     @server.tool(description="List your stored Kimi conversations (id, title, model, turns, last used), "
                              "most recent first. Continue one by passing its id to kimi_chat.",
                  annotations=read_only.model_copy(update={"title": "List Kimi conversations"}),
                  structured_output=True)
-    async def kimi_list_conversations(
-        ctx: Context[AppState, Any], limit: Limit = 20
-    ) -> Annotated[CallToolResult, ListResult]:
-        state = ctx.request_context.lifespan_context
-        try:
-            listed = await _list(state, principal_of(ctx), limit)
-        except KimiError as error:
-            return error_result(error)
+    async def kimi_list_conversations(ctx: Ctx, limit: Limit = 20) -> Annotated[CallToolResult, ListResult]:
+        listed = await _list(ctx, limit)
         lines = [f"{c.conversation_id}  {c.last_used}  {c.turns} turns  {c.model}  {c.title}"
                  for c in listed.conversations]
         return _ok("\n".join(lines) or "No stored conversations.", listed)
@@ -121,13 +111,9 @@ def register_conversation_tools(server: KimiServer) -> None:
                  annotations=read_only.model_copy(update={"title": "Read a Kimi conversation"}),
                  structured_output=True)
     async def kimi_read_conversation(
-        ctx: Context[AppState, Any], conversation_id: ConversationIdArg
+        ctx: Ctx, conversation_id: ConversationIdArg
     ) -> Annotated[CallToolResult, TranscriptResult]:
-        state = ctx.request_context.lifespan_context
-        try:
-            transcript = await _read(state, principal_of(ctx), conversation_id)
-        except KimiError as error:
-            return error_result(error)
+        transcript = await _read(ctx, conversation_id)
         text = "\n\n".join(f"{turn.role}: {turn.content}" for turn in transcript.turns)
         return _ok(text, transcript)
 
@@ -136,35 +122,14 @@ def register_conversation_tools(server: KimiServer) -> None:
                                              destructive_hint=True, idempotent_hint=True, open_world_hint=False),
                  structured_output=True)
     async def kimi_delete_conversation(
-        ctx: Context[AppState, Any], conversation_id: ConversationIdArg
+        ctx: Ctx, conversation_id: ConversationIdArg
     ) -> Annotated[CallToolResult, DeleteResult]:
-        state = ctx.request_context.lifespan_context
-        try:
-            deleted = await state.conversations.store.delete(principal_of(ctx), conversation_id)
-        except StorageError as exc:
-            return error_result(StorageFailure(str(exc)))
+        deleted = await tools_of(ctx).delete_conversation(principal_of(ctx), conversation_id)
         result = DeleteResult(conversation_id=conversation_id, deleted=deleted)
         return _ok(f"Deleted {conversation_id}." if deleted else f"No conversation {conversation_id}.", result)
 
-    async def conversations_resource(ctx: Context[AppState, Any]) -> str:
-        state = ctx.request_context.lifespan_context
-        try:
-            listed = await _list(state, principal_of(ctx), 500)
-        except KimiError as error:
-            raise ResourceError(error.message) from None
-        return json.dumps(listed.model_dump(mode="json"), indent=2, ensure_ascii=False)
-
-    server.add_context_resource(
-        "kimi://conversations", conversations_resource, name="conversations", mime_type="application/json",
-        description="Your stored Kimi conversations: id, title, model, turns, last used.",
-    )
-
     @server.resource("kimi://conversations/{conversation_id}", name="conversation", mime_type="application/json",
                      description="One stored Kimi conversation's transcript.")
-    async def conversation_resource(conversation_id: str, ctx: Context[AppState, Any]) -> str:
-        state = ctx.request_context.lifespan_context
-        try:
-            transcript = await _read(state, principal_of(ctx), conversation_id)
-        except KimiError as error:
-            raise ResourceError(error.message) from None
+    async def conversation_resource(conversation_id: str, ctx: Ctx) -> str:
+        transcript = await _read(ctx, conversation_id)
         return json.dumps(transcript.model_dump(mode="json"), indent=2, ensure_ascii=False)

@@ -2,7 +2,8 @@
 
 `KimiClient.chat` sends a body to `POST {base}/kimi/chat/completions`, plain or streamed, retries
 what a retry can fix (see `retry`), holds a concurrency slot while it talks to the upstream, and
-returns a `ChatReply` or raises a `KimiError`. Nothing here knows about MCP.
+returns a `ChatReply` or raises a `KimiError`. Nothing here knows about MCP, conversations or
+tools: it may import `kimi_mcp.errors`, `kimi_mcp.settings` and this package.
 """
 
 from __future__ import annotations
@@ -18,19 +19,12 @@ from typing import Any
 import anyio
 import httpx2
 
-from .completions import ChatReply, parse_completion
-from .errors import (
-    TOKEN_HELP,
-    AuthError,
-    InvalidResponse,
-    KimiError,
-    NetworkError,
-    TimeoutError_,
-    from_upstream,
-)
+from ..errors import TOKEN_HELP, AuthError, InvalidResponse, KimiError, NetworkError, TimeoutError_
+from ..settings import Secret, Settings
+from .failures import from_status
 from .retry import RetryPolicy, should_retry, wait_before_retry
-from .settings import Secret
-from .stream import StreamAccumulator
+from .sse import StreamAccumulator
+from .wire import ChatReply, parse_completion
 
 __all__ = ["CHAT_PATH", "DeltaHook", "KimiClient", "Outcome", "Timeouts", "make_http_client"]
 
@@ -45,12 +39,19 @@ QueueHook = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Connect, first byte (headers), idle (between stream bytes) and overall, in seconds."""
+    """Connect, first byte (headers), idle (between stream bytes) and overall, in seconds.
 
-    connect: float = 10.0
-    first_byte: float = 900.0
-    idle: float = 300.0
-    overall: float = 900.0
+    No defaults here: the settings table is the one place they are chosen."""
+
+    connect: float
+    first_byte: float
+    idle: float
+    overall: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timeouts:
+        return cls(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout,
+                   idle=settings.idle_timeout, overall=settings.request_timeout)
 
 
 @dataclass(slots=True)
@@ -188,7 +189,7 @@ class KimiClient:
         async with self._open(body, "application/json") as response:
             data = await self._read_body(response)
             if response.status_code != 200:
-                raise from_upstream(response.status_code, data, response.headers)
+                raise from_status(response.status_code, data, response.headers)
         try:
             parsed = json.loads(data)
         except ValueError:
@@ -209,7 +210,7 @@ class KimiClient:
         acc = received.acc = StreamAccumulator()
         async with self._open(body, "text/event-stream") as response:
             if response.status_code != 200:
-                raise from_upstream(response.status_code, await self._read_body(response), response.headers)
+                raise from_status(response.status_code, await self._read_body(response), response.headers)
             if "json" in response.headers.get("content-type", ""):
                 # Some gateways ignore stream=true and answer with one plain completion.
                 return parse_completion(_json_or_invalid(await self._read_body(response)))

@@ -14,7 +14,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from .stream import StreamAccumulator
+from ..upstream import StreamAccumulator
 
 __all__ = ["ProgressSink", "ProgressThrottle", "StreamListener", "describe"]
 

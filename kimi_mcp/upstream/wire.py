@@ -1,4 +1,4 @@
-"""Chat-completions data: the request we send and the reply we parse (pure, no I/O).
+"""Chat-completions wire data: the request we send and the reply we parse (pure, no I/O).
 
 `build_body` applies the catalogue's sampling rules, so a value the upstream would refuse is
 replaced and reported (`Adjustment`) instead of costing a round trip and a 400.
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .catalogue import ModelInfo
-from .errors import InvalidResponse
+from ..catalogue import ModelInfo
+from ..errors import InvalidResponse
 
 __all__ = ["Adjustment", "ChatReply", "ChatRequest", "Message", "Usage", "build_body", "parse_completion"]
 

@@ -2,7 +2,8 @@
 
 Tolerates both stream shapes in the reference: Ace's (usage in a final `choices: []` chunk) and
 Moonshot's (usage inside `choices[0]`), comment lines, CRLF, and a chunk that carries reasoning
-and content at once. The caller feeds lines; `[DONE]` is the only proper end.
+and content at once. The caller feeds lines; `[DONE]` is the only proper end. An `error` event
+goes through `failures.from_stream_event`, the same map as a status body.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .completions import ChatReply, Usage, parse_usage, text_of
-from .errors import InvalidResponse
+from ..errors import InvalidResponse
+from .failures import from_stream_event
+from .wire import ChatReply, Usage, parse_usage, text_of
 
 __all__ = ["StreamAccumulator", "StreamDelta"]
 
@@ -75,7 +77,7 @@ class StreamAccumulator:
         if not isinstance(chunk, dict):
             raise InvalidResponse("the upstream stream sent a chunk that is not an object")
         if isinstance(chunk.get("error"), dict | str):
-            raise InvalidResponse(f"the upstream stream reported an error: {str(chunk['error'])[:200]}")
+            raise from_stream_event(chunk)
         self.id = self.id or str(chunk.get("id") or "")
         self.model = self.model or str(chunk.get("model") or "")
         self.usage = parse_usage(chunk.get("usage")) or self.usage

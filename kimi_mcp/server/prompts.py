@@ -7,20 +7,17 @@ material is placed between tags so the model passes it on verbatim.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
+from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
 
-if TYPE_CHECKING:
-    from .server import KimiServer
-
 __all__ = ["PROMPT_NAMES", "code_review", "register_prompts", "second_opinion", "translate"]
 
 PROMPT_NAMES = ("kimi_second_opinion", "kimi_code_review", "kimi_translate")
-_MARK = "_kimi_prompts_registered"
 
 SECOND_OPINION_SYSTEM = (
     "You are an independent expert reviewer giving a second opinion. Judge the material on its merits; "
@@ -113,11 +110,8 @@ def translate(text: str, target_language: str, tone: str | None = None) -> str:
     )
 
 
-def register_prompts(server: KimiServer) -> None:
-    """Add the prompts to the server; a second call on the same server does nothing."""
-    if getattr(server, _MARK, False):
-        return
-    setattr(server, _MARK, True)
+def register_prompts(server: MCPServer[Any]) -> None:
+    """Add the prompts to the server (called once, by `KimiServer`'s constructor)."""
 
     @server.prompt(
         name="kimi_second_opinion",

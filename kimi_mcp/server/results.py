@@ -1,4 +1,5 @@
-"""What a host's model gets back: typed results, and the one map from an error to a tool result."""
+"""What a host's model gets back: typed results, and `error_result`, the one map from an error to a
+tool result (called only by `KimiServer.call_tool`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
-from .chat import Completed, empty_answer_notice
-from .completions import Usage
-from .conversations import ChatTurn
-from .errors import KimiError
-from .redaction import redact, redact_value
+from ..chat import ChatHandover, ChatTurn, Completed, Finished, JsonOutcome, empty_answer_notice
+from ..errors import KimiError
+from ..redaction import redact, redact_value
+from ..upstream import Usage
 
 __all__ = [
-    "ERROR_SCHEMA", "ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "json_result",
-    "partial_result", "redact_result",
+    "ERROR_SCHEMA", "ChatResult", "JsonResult", "UsageOut", "chat_result", "error_result", "handover_result",
+    "json_result", "partial_result", "redact_result",
 ]
 
 MAX_REASONING_CHARS = 20_000
@@ -175,17 +175,25 @@ def partial_result(conversation_id: str, piece: str, offset: int, model: str) ->
     return _result(f"{piece}\n\n[{instruction}]" if piece else f"[{instruction}]", structured)
 
 
-def json_result(value: Any, text: str, completed: Completed, usage: Usage, json_attempts: int) -> CallToolResult:
+def handover_result(handover: ChatHandover, *, include_reasoning: bool) -> CallToolResult:
+    """kimi_chat's result: the whole answer, or the piece that arrived before the soft deadline."""
+    if isinstance(handover, Finished):
+        return chat_result(handover.turn, include_reasoning=include_reasoning, offset=handover.offset)
+    return partial_result(handover.conversation_id, handover.piece, handover.offset, handover.model)
+
+
+def json_result(outcome: JsonOutcome) -> CallToolResult:
+    completed = outcome.completed
     structured = JsonResult(
-        value=value,
+        value=outcome.value,
         model=completed.reply.model,
-        usage=usage_out(usage),
-        attempts=json_attempts,
+        usage=usage_out(outcome.usage),
+        attempts=outcome.json_attempts,
         upstream_attempts=completed.attempts,
         id=completed.reply.id,
         adjusted=_adjusted(completed),
     )
-    return _result(text, structured)
+    return _result(outcome.text, structured)
 
 
 def error_result(error: KimiError) -> CallToolResult:
@@ -196,7 +204,6 @@ def error_result(error: KimiError) -> CallToolResult:
         structured_content={"error": error.payload()},
         is_error=True,
     )
-
 
 
 def redact_result(result: CallToolResult, secrets: tuple[str, ...]) -> CallToolResult:

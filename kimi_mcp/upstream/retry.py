@@ -1,7 +1,8 @@
 """When to retry an upstream call and how long to wait: a few constants and three small functions.
 
-Retry only what a retry can fix (rate limits, 5xx, network failures before any answer byte);
-never a balance, auth or request problem, and never past the call's own deadline.
+Whether a failure can be retried at all is the error class's `auto_retry` (the table in
+`kimi_mcp.errors`); this module adds only what depends on the call: the retry budget, and never
+after part of the answer reached the caller. Imports only `kimi_mcp.errors`.
 """
 
 from __future__ import annotations
@@ -9,23 +10,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import (
-    InsufficientBalance,
-    InvalidResponse,
-    KimiError,
-    NetworkError,
-    RateLimited,
-    TimeoutError_,
-    UpstreamFailure,
-    UpstreamTimeout,
-)
+from ..errors import KimiError
 
 __all__ = ["RetryPolicy", "backoff_seconds", "should_retry", "wait_before_retry"]
 
 BASE_DELAY_S = 0.5
 MAX_DELAY_S = 8.0
 MAX_RETRY_AFTER_S = 60.0
-_RETRYABLE = (RateLimited, UpstreamFailure, UpstreamTimeout, NetworkError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +27,10 @@ class RetryPolicy:
 
 
 def should_retry(error: KimiError, *, retries_done: int, policy: RetryPolicy, answer_started: bool) -> bool:
-    """A retry can help, is allowed, and nothing has reached the client yet."""
+    """The error's class allows it, the budget is not spent, and nothing has reached the client yet."""
     if answer_started or error.answer_began or retries_done >= policy.max_retries:
         return False
-    if isinstance(error, InsufficientBalance | InvalidResponse | TimeoutError_):
-        return False
-    return isinstance(error, _RETRYABLE)
+    return error.auto_retry
 
 
 def backoff_seconds(retries_done: int, policy: RetryPolicy) -> float:

@@ -21,11 +21,10 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 
-from . import __version__
-from .principal import SCOPE_KEY
-from .server import KimiServer
-from .settings import Settings, SettingsError
-from .state import open_state
+from .. import __version__
+from ..settings import Settings, SettingsError
+from .app import KimiServer
+from .context import SCOPE_KEY
 
 __all__ = ["build_app", "check_exposure", "load_client_tokens", "serve_http"]
 
@@ -196,8 +195,7 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
 
     async def run() -> None:
         # One state for the whole process, whatever the transport does per connection.
-        async with open_state(settings, server.catalogue) as state:
-            server.shared_state = state
+        async with server.runtime():
             await uvicorn.Server(config).serve()
 
     anyio.run(run)

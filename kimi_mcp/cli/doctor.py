@@ -2,7 +2,8 @@
 
 Checks, in order: the settings, the token (only whether it is set, never its value), the
 conversation store, the base URL (any HTTP answer counts as reachable), and one small real call
-through the same code as the tools (`open_state` -> `ChatService`). Each line is printed as soon
+through the same code as the tools (`open_runtime` -> `ChatService`). What to do about a failed
+call is the error's own hint, the same a host's model reads. Each line is printed as soon
 as its check ends; the exit status is 1 when any check found a problem.
 """
 
@@ -22,14 +23,14 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
-from . import __version__
-from .catalogue import CATALOGUE, Catalogue
-from .errors import TOKEN_HELP, KimiError
-from .redaction import redact
-from .settings import Settings, SettingsError
+from .. import __version__
+from ..catalogue import Catalogue, catalogue_for
+from ..errors import TOKEN_HELP, KimiError
+from ..redaction import redact
+from ..settings import Settings, SettingsError
 from .term import Painter
 
-__all__ = ["Check", "Verdict", "advice_for", "call_model", "run_doctor"]
+__all__ = ["Check", "Verdict", "call_model", "run_doctor"]
 
 Verdict = Literal["ok", "problem", "skipped"]
 CHECK_PROMPT = "Reply with OK."
@@ -37,7 +38,6 @@ CHECK_MAX_TOKENS = 16
 FAST_MODEL = "kimi-k2-turbo-preview"
 CALL_TIMEOUT_S = 120.0
 REACH_TIMEOUT_S = 15.0
-ACE_SITE = "https://platform.acedata.cloud"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +92,9 @@ def _versions() -> str:
 
 
 def check_settings(env: Mapping[str, str], flags: Mapping[str, str | None]) -> tuple[Check, Settings | None]:
-    from .cli import check_models
-
     try:
         settings = Settings.load(env, flags)
-        check_models(settings)
+        catalogue_for(settings)
     except SettingsError as exc:
         return Check("problem", "settings", str(exc), "fix the flag or environment variable it names"), None
     return Check("ok", "settings", f"read (base URL {settings.base_url}, default model "
@@ -112,7 +110,7 @@ def check_token(settings: Settings) -> Check:
 def check_store(settings: Settings) -> Check:
     """Whether the conversation store can be used: an existing file must be writable, a missing one
     creatable (nothing is created here)."""
-    from .store import default_store_path
+    from ..store import default_store_path
 
     fix = "set KIMI_STORE to a writable file path, or KIMI_STORE=memory to keep nothing on disk"
     if settings.store == "memory":
@@ -167,24 +165,6 @@ def call_model(settings: Settings, catalogue: Catalogue, wanted: str | None) -> 
     return model.id, None
 
 
-def advice_for(error: KimiError, settings: Settings) -> str:
-    """What to do about a failed call, by the error's kind."""
-    url = settings.base_url
-    by_kind = {
-        "auth": f"the token was refused: set ACEDATACLOUD_API_TOKEN to a valid token from {ACE_SITE} "
-                "(check for stray spaces, or create a new token)",
-        "insufficient_balance": f"the account's balance is used up: recharge at {ACE_SITE}, then run doctor again",
-        "network": f"check ACEDATACLOUD_API_BASE_URL (now {url}), the network, and any firewall or proxy",
-        "timeout": "the upstream did not answer in time: try again later, or raise KIMI_FIRST_BYTE_TIMEOUT",
-        "not_found": f"the endpoint or model is unknown at {url}: check that ACEDATACLOUD_API_BASE_URL is "
-                     "the API's root and that the model id is right (--model)",
-        "invalid_response": f"{url} did not answer like the Ace Data Cloud API: check ACEDATACLOUD_API_BASE_URL",
-        "forbidden": f"the account or the request was refused: check the account at {ACE_SITE}",
-        "invalid_arguments": "choose a valid model with --model (see kimi://models)",
-    }
-    return by_kind.get(error.kind) or error.hint or "see the message"
-
-
 def _describe_error(error: KimiError) -> str:
     head = f"{error.kind.replace('_', ' ')} error"
     if error.status is not None:
@@ -194,10 +174,10 @@ def _describe_error(error: KimiError) -> str:
 
 async def check_call(settings: Settings, wanted_model: str | None) -> Check:
     """One small real call through the tools' own code path (retries off, short deadline)."""
-    from .chat import ChatArgs
-    from .state import open_state
+    from ..chat import ChatArgs
+    from ..runtime import open_runtime
 
-    catalogue = Catalogue(CATALOGUE, settings.extra_models)
+    catalogue = catalogue_for(settings)
     model, thinking = call_model(settings, catalogue, wanted_model)
     quick = replace(
         settings, store="memory", max_retries=0,
@@ -205,15 +185,15 @@ async def check_call(settings: Settings, wanted_model: str | None) -> Check:
         first_byte_timeout=min(settings.first_byte_timeout, CALL_TIMEOUT_S),
         idle_timeout=min(settings.idle_timeout, CALL_TIMEOUT_S),
     )
-    async with open_state(quick, catalogue) as state:
+    async with open_runtime(quick, catalogue) as tools:
         try:
-            request = state.service.prepare(
+            request = tools.service.prepare(
                 ChatArgs(prompt=CHECK_PROMPT, model=model, max_tokens=CHECK_MAX_TOKENS, thinking=thinking)
             )
             started = time.monotonic()
-            completed = await state.service.complete(request)
+            completed = await tools.service.complete(request)
         except KimiError as error:
-            return Check("problem", "call", f"{model}: {_describe_error(error)}", advice_for(error, settings))
+            return Check("problem", "call", f"{model}: {_describe_error(error)}", error.hint or "see the message")
     reply = completed.reply
     said = " ".join(reply.text.split())[:40]
     answer = f"answered {said!r}" if said else f"answered (no text; finish_reason {reply.finish_reason})"

@@ -16,13 +16,12 @@ from typing import Any, Literal, TextIO
 
 import anyio
 
-from .catalogue import CATALOGUE, Catalogue
-from .chat import ChatArgs, empty_answer_notice
-from .errors import KimiError
-from .principal import LOCAL
-from .redaction import redact, setup_logging
-from .settings import Settings
-from .stream import StreamAccumulator
+from ..catalogue import catalogue_for
+from ..chat import LOCAL, ChatArgs, empty_answer_notice
+from ..errors import KimiError
+from ..redaction import redact, setup_logging
+from ..settings import Settings
+from ..upstream import StreamAccumulator
 from .term import Painter
 
 __all__ = ["ChatOptions", "TerminalStream", "run_chat"]
@@ -124,20 +123,19 @@ def _read_schema(raw: str | None) -> Any:
 
 async def _ask(settings: Settings, options: ChatOptions, args: ChatArgs, schema: Any, out: Painter,
                err: Painter) -> int:
-    from .json_mode import run_json
-    from .state import open_state
-    from .store import new_conversation_id
+    from ..runtime import open_runtime
+    from ..store import new_conversation_id
 
     secrets = settings.secrets()
     stream = TerminalStream(out, err, show_reasoning=options.reasoning)
-    async with open_state(settings, Catalogue(CATALOGUE, settings.extra_models)) as state:
+    async with open_runtime(settings, catalogue_for(settings)) as tools:
         try:
             if options.json:
-                outcome = await run_json(state.service, args, schema, None)
+                outcome = await tools.json(args, schema, None)
                 out.write(json.dumps(outcome.value, indent=2, ensure_ascii=False) + "\n")
                 return 0
             cid = options.conversation or new_conversation_id()
-            turn = await state.conversations.run(LOCAL, cid, args, continuing=options.conversation is not None,
+            turn = await tools.conversations.run(LOCAL, cid, args, continuing=options.conversation is not None,
                                                  listener=stream)
         except KimiError as error:
             stream.finish()

@@ -1,25 +1,27 @@
 """Conversations: stored history in, one new exchange stored out, one call at a time per conversation.
 
-`ConversationChat.run` loads the conversation, trims history to the model's context window,
-calls Kimi, and stores the user turn(s) plus the answer in one write, only when the call
-succeeded. A per-conversation lock applies concurrent calls one after the other.
+`Conversations` is the chat layer's only door to the store, and the one place a `StorageError`
+becomes a `StorageFailure`. `run` takes the conversation's lock, reads it once, resolves the
+model once (asked, else the conversation's, else the default), prepares the request once, trims
+history to the context window, calls Kimi, and stores the user turn(s) plus the answer in one
+write, only when the call succeeded.
 """
 
 from __future__ import annotations
 
+import builtins
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 
-from .catalogue import ModelInfo
-from .chat import ChatArgs, ChatService, Completed
-from .completions import Message
-from .errors import InvalidArguments, StorageFailure
-from .progress import StreamListener
-from .store import (
+from ..catalogue import ModelInfo
+from ..errors import InvalidArguments, StorageFailure
+from ..store import (
     Conversation,
     ConversationNotFound,
     ConversationStore,
@@ -28,8 +30,11 @@ from .store import (
     StorageError,
     Turn,
 )
+from ..upstream import Message
+from .progress import StreamListener
+from .service import ChatArgs, ChatService, Completed
 
-__all__ = ["ChatTurn", "ConversationChat", "estimate_tokens", "trim_history"]
+__all__ = ["ChatTurn", "Conversations", "estimate_tokens", "trim_history", "unknown_conversation"]
 
 TITLE_CHARS = 80
 PURGE_EVERY_S = 60.0
@@ -47,6 +52,13 @@ class ChatTurn:
     dropped_turns: int = 0
     pruned_turns: int = 0
     notices: tuple[str, ...] = ()
+
+
+def unknown_conversation(conversation_id: str) -> InvalidArguments:
+    return InvalidArguments(
+        f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
+        "leave conversation_id out to start a new conversation"
+    )
 
 
 def estimate_tokens(text: str) -> int:
@@ -76,9 +88,18 @@ def trim_history(
     return list(history[start:]), start
 
 
+@contextmanager
+def storage(doing: str = "", **details: Any) -> Iterator[None]:
+    """The one conversion of a store failure into the tool error a caller sees."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StorageFailure(f"{doing}{exc}", details=details) from None
+
+
 @dataclass
-class ConversationChat:
-    """Runs chat calls that belong to stored conversations."""
+class Conversations:
+    """Runs chat calls that belong to stored conversations, and reads, lists and deletes them."""
 
     service: ChatService
     store: ConversationStore
@@ -100,17 +121,22 @@ class ConversationChat:
 
     async def get(self, principal: str, conversation_id: str) -> Conversation | None:
         await self.purge_expired()
-        try:
+        with storage():
             return await self.store.get(principal, conversation_id)
-        except StorageError as exc:
-            raise StorageFailure(str(exc)) from None
 
     async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
         await self.purge_expired()
-        try:
+        with storage():
             return await self.store.summary(principal, conversation_id)
-        except StorageError as exc:
-            raise StorageFailure(str(exc)) from None
+
+    async def list(self, principal: str, limit: int) -> builtins.list[ConversationSummary]:
+        await self.purge_expired()
+        with storage():
+            return await self.store.list(principal, limit=limit)
+
+    async def delete(self, principal: str, conversation_id: str) -> bool:
+        with storage():
+            return await self.store.delete(principal, conversation_id)
 
     async def purge_expired(self) -> None:
         """Drop conversations unused for longer than the TTL; at most once a minute."""
@@ -118,10 +144,8 @@ class ConversationChat:
         if self.ttl_s <= 0 or now - self._last_purge < PURGE_EVERY_S:
             return
         self._last_purge = now
-        try:
+        with storage():
             await self.store.purge_expired(older_than=now - self.ttl_s)
-        except StorageError as exc:
-            raise StorageFailure(str(exc)) from None
 
     async def run(
         self,
@@ -131,23 +155,25 @@ class ConversationChat:
         *,
         continuing: bool,
         listener: StreamListener | None,
+        on_model: Callable[[str], None] | None = None,
     ) -> ChatTurn:
-        """One exchange on this conversation, streamed into `listener` when there is one."""
+        """One exchange on this conversation, streamed into `listener` when there is one.
+
+        `on_model` hears the model once it is resolved (before Kimi is called).
+        """
         async with self.lock(principal, conversation_id):
             stored = await self.get(principal, conversation_id) if continuing else None
             if continuing and stored is None:
-                raise InvalidArguments(
-                    f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
-                    "start a new conversation by leaving conversation_id out"
-                )
+                raise unknown_conversation(conversation_id)
             notices: list[str] = []
             if stored is not None and args.system is None:
                 args = replace(args, system=stored.system)
             elif stored is not None and stored.system and args.system != stored.system:
                 notices.append("The new system prompt replaces the conversation's earlier one.")
             model = self.service.model(args.model or (stored.summary.model if stored else None))
-            args = replace(args, model=model.id)
-            request = self.service.prepare(args)
+            if on_model is not None:
+                on_model(model.id)
+            request = self.service.prepare(args, model=model)
             thinks = model.thinks(request.thinking)
             history = _history(stored, keep_reasoning=thinks)
             kept, dropped = trim_history(history, request.messages, model, args.max_tokens, thinks)
@@ -171,16 +197,12 @@ class ConversationChat:
                  if m.role in ("user", "assistant")]
         turns.append(Turn("assistant", completed.reply.text, completed.reply.reasoning or None, now))
         first_prompt = next((t.content for t in turns if t.role == "user"), "")
-        try:
+        with storage("the answer could not be stored: ", text=completed.reply.text):
             saved = await self.store.save_exchange(
                 principal, conversation_id, model=completed.request.model.id, system=args.system,
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
                 create=is_new,
             )
-        except StorageError as exc:
-            raise StorageFailure(
-                f"the answer could not be stored: {exc}", details={"text": completed.reply.text}
-            ) from None
         return saved.pruned_turns
 
 

@@ -17,9 +17,9 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from .errors import Cancelled, KimiError
+from ..errors import Cancelled, KimiError
+from ..upstream import StreamAccumulator
 from .progress import ProgressSink, ProgressThrottle
-from .stream import StreamAccumulator
 
 __all__ = ["Generation", "Generations"]
 

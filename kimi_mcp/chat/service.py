@@ -1,7 +1,7 @@
-"""Tool logic for a chat call, without MCP: check the arguments, call Kimi, describe the outcome.
+"""One chat call without MCP: check the arguments against the catalogue, call Kimi once.
 
-`ChatService.prepare` turns tool arguments into a `ChatRequest` (or `InvalidArguments`);
-`ChatService.complete` runs it, streamed when someone is listening for progress.
+`ChatService.prepare` turns tool arguments into a `ChatRequest` (or `InvalidArguments`) for a
+model already resolved; `ChatService.complete` runs it, streamed when someone is listening.
 """
 
 from __future__ import annotations
@@ -10,30 +10,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from .catalogue import Catalogue, ModelInfo
-from .completions import Adjustment, ChatReply, ChatRequest, Message, build_body
-from .errors import InvalidArguments
+from ..catalogue import Catalogue, ModelInfo
+from ..errors import InvalidArguments
+from ..upstream import Adjustment, ChatReply, ChatRequest, KimiClient, Message, build_body
 from .progress import StreamListener
-from .upstream import KimiClient
 
-__all__ = ["ChatArgs", "ChatService", "Completed", "HistoryMessage", "empty_answer_notice"]
+__all__ = ["ChatArgs", "ChatService", "Completed", "empty_answer_notice"]
 
 MAX_STOP_SEQUENCES = 4
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryMessage:
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
 class ChatArgs:
-    """The tool's arguments after the MCP layer's type checks."""
+    """The tool's arguments after the MCP layer's type checks; `messages` are the caller's own turns."""
 
     prompt: str | None = None
     system: str | None = None
-    messages: Sequence[HistoryMessage] = ()
+    messages: Sequence[Message] = ()
     model: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -96,21 +89,23 @@ class ChatService:
         self,
         args: ChatArgs,
         *,
-        history: Sequence[Message] = (),
+        model: ModelInfo | None = None,
         json_mode: bool = False,
         system_suffix: str = "",
     ) -> ChatRequest:
-        """The upstream request for these arguments, or `InvalidArguments` saying what is wrong."""
-        model = self.model(args.model)
+        """The upstream request for these arguments on `model` (default: the one `args` names, else
+        the server's default), or `InvalidArguments` saying what is wrong."""
+        model = model or self.model(args.model)
         if args.thinking is not None and not model.thinking_switch and model.in_catalogue:
+            switchable = ", ".join(m.id for m in self.catalogue if m.thinking_switch) or "none"
             raise InvalidArguments(
-                f"thinking can only be switched on models that support it (kimi-k2.5), not {model.id}; "
+                f"thinking can only be switched on models that support it ({switchable}), not {model.id}; "
                 f"{model.id} thinking is {model.thinking!r}"
             )
         system = args.system
         if system is not None and not system.strip():
             raise InvalidArguments("system must not be empty when given")
-        messages: list[Message] = list(history)
+        messages: list[Message] = []
         for index, item in enumerate(args.messages):
             if not item.content.strip():
                 raise InvalidArguments(f"messages[{index}].content is empty")
@@ -140,11 +135,9 @@ class ChatService:
             json_mode=json_mode,
         )
 
-    async def complete(
-        self, request: ChatRequest, *, stream: bool = False, listener: StreamListener | None = None
-    ) -> Completed:
-        """One upstream call; streamed (and reported to `listener`) when asked."""
-        body, adjustments = build_body(request, stream=stream or listener is not None)
+    async def complete(self, request: ChatRequest, *, listener: StreamListener | None = None) -> Completed:
+        """One upstream call; streamed (and reported to `listener`) when someone listens."""
+        body, adjustments = build_body(request, stream=listener is not None)
         if listener is None:
             outcome = await self.client.chat(body)
         else:

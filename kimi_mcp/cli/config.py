@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .settings import OPTIONS, Settings
+from ..settings import OPTIONS, Settings
 from .term import Painter
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The command line: `serve` (the default), `doctor`, `config` and `chat`, each taking the settings flags.
 
-`kimi-mcp` alone, or with settings flags only, serves stdio as before; the other commands print
-to the user's terminal and are imported only when chosen, so the serve path stays as it was.
+`kimi-mcp` alone, or with settings flags only, serves stdio; the other commands print to the
+user's terminal and are imported only when chosen, so the serve path stays lean. One module per
+command. The top layer: may import every other package; nothing imports it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from . import __version__
-from .catalogue import CATALOGUE, Catalogue
-from .settings import OPTIONS, Settings, SettingsError
+from .. import __version__
+from ..catalogue import catalogue_for
+from ..settings import OPTIONS, Settings, SettingsError
 
-__all__ = ["COMMANDS", "build_parser", "check_models", "explicit_flags", "main"]
+__all__ = ["build_parser", "explicit_flags", "main"]
 
-COMMANDS = ("serve", "doctor", "config", "chat")
 HOSTS = ("claude-desktop", "claude-code", "vscode", "cursor")
 THINKING: dict[str | None, Literal["enabled", "disabled"] | None] = {"on": "enabled", "off": "disabled", None: None}
 SETTINGS_TITLE = "settings (each can also be set by the environment variable named in its help)"
@@ -155,16 +155,6 @@ def explicit_flags(args: argparse.Namespace) -> dict[str, str]:
     return {o.field: value for o in OPTIONS if isinstance(value := getattr(args, o.field, None), str)}
 
 
-def check_models(settings: Settings) -> None:
-    """The default model must be one the server accepts, or nothing would work."""
-    catalogue = Catalogue(CATALOGUE, settings.extra_models)
-    if catalogue.get(settings.default_model) is None:
-        raise SettingsError(
-            f"invalid setting KIMI_DEFAULT_MODEL: {settings.default_model!r} is not a known model "
-            f"(known: {', '.join(catalogue.ids)}; add new ids with KIMI_EXTRA_MODELS)"
-        )
-
-
 def _run(command: str, args: argparse.Namespace) -> int:
     flags: dict[str, str | None] = dict(explicit_flags(args))
     if command == "doctor":
@@ -172,16 +162,16 @@ def _run(command: str, args: argparse.Namespace) -> int:
 
         return run_doctor(os.environ, flags, model=args.model, call=not args.no_call)
     settings = Settings.load(os.environ, flags)
-    check_models(settings)
+    catalogue_for(settings)  # refuses an unknown default model before anything starts
     if command == "config":
-        from .host_config import ConfigOptions, run_config
+        from .config import ConfigOptions, run_config
 
         return run_config(settings, ConfigOptions(
             host=args.target, name=args.name, uvx=args.uvx, with_token=args.with_token, write=args.write,
             config_path=args.config_path, flags=explicit_flags(args),
         ))
     if command == "chat":
-        from .terminal_chat import ChatOptions, run_chat
+        from .chat import ChatOptions, run_chat
 
         return run_chat(settings, ChatOptions(
             prompt=args.prompt, model=args.model, system=args.system, conversation=args.conversation,

@@ -1,0 +1,39 @@
+"""The chat layer: what the tools do, as plain async code without MCP.
+
+    service        `ChatService`: tool arguments -> a checked `ChatRequest`; one upstream call
+    conversations  `Conversations`: stored history in, one exchange out; the store's only user
+    generations    answers that run in the background and outlive a host's deadline
+    json_answers   kimi_json: JSON mode, tolerant parsing, schema check, one repair
+    progress       what a progress notification says, and how often
+    tools          `ChatTools`: one method per tool, the entry point for the MCP layer and the CLI
+
+May import: `kimi_mcp.upstream`, `kimi_mcp.store`, and the root modules (errors, catalogue,
+settings). Never `kimi_mcp.server`, `kimi_mcp.cli` or the MCP SDK.
+"""
+
+from .conversations import ChatTurn, Conversations
+from .generations import Generation, Generations
+from .json_answers import JsonOutcome
+from .progress import ProgressSink, ProgressThrottle, StreamListener
+from .service import ChatArgs, ChatService, Completed, empty_answer_notice
+from .tools import LOCAL, ChatHandover, ChatTools, Finished, Partial
+
+__all__ = [
+    "LOCAL",
+    "ChatArgs",
+    "ChatHandover",
+    "ChatService",
+    "ChatTools",
+    "ChatTurn",
+    "Completed",
+    "Conversations",
+    "Finished",
+    "Generation",
+    "Generations",
+    "JsonOutcome",
+    "Partial",
+    "ProgressSink",
+    "ProgressThrottle",
+    "StreamListener",
+    "empty_answer_notice",
+]

@@ -1,0 +1,142 @@
+"""What each tool does, as plain async methods of `ChatTools`: no MCP, no results, no wire format.
+
+The MCP layer calls one method per tool and turns what it returns into a tool result (or the
+`KimiError` it raises into an error result). kimi_chat's answer runs as a background generation:
+the call waits up to the soft deadline, then hands over the whole answer (`Finished`) or the
+piece that has arrived (`Partial`); `resume` picks up the rest. A caller that goes away before
+the hand-over stops the generation, and so the upstream request, at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+
+from ..errors import InvalidArguments, KimiError
+from ..store import Conversation, ConversationSummary, new_conversation_id
+from .conversations import ChatTurn, Conversations
+from .generations import Generation, Generations
+from .json_answers import JsonOutcome, run_json
+from .progress import ProgressSink, ProgressThrottle
+from .service import ChatArgs, ChatService
+
+__all__ = ["LOCAL", "ChatHandover", "ChatTools", "Finished", "Partial"]
+
+LOCAL = "local"
+"""The principal of stdio hosts, open HTTP and the command line: one local user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The whole answer; `offset` characters of its text were handed over by earlier `Partial`s."""
+
+    turn: ChatTurn
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """The soft deadline came first: the piece that arrived since the last hand-over."""
+
+    conversation_id: str
+    piece: str
+    offset: int
+    model: str
+
+
+ChatHandover = Finished | Partial
+
+
+class ChatTools:
+    """The tools' logic over the process's shared parts (built once by `kimi_mcp.runtime`)."""
+
+    def __init__(self, service: ChatService, conversations: Conversations, generations: Generations,
+                 soft_deadline: float) -> None:
+        self.service = service
+        self.conversations = conversations
+        self.generations = generations
+        self.soft_deadline = soft_deadline
+
+    async def chat(self, principal: str, args: ChatArgs, *, conversation_id: str | None,
+                   sink: ProgressSink | None) -> ChatHandover:
+        """kimi_chat: one exchange on a new or stored conversation."""
+        cid = conversation_id or new_conversation_id()
+        pending = self.generations.pending((principal, cid)) if conversation_id else None
+        # What a `Partial` names until the conversation's lock is taken and the model resolved.
+        guess = args.model or (pending.model if pending is not None else "") or self.service.default_model
+        # Stream from Kimi when someone listens, or when a soft deadline may need the partial text;
+        # otherwise one plain completion is cheaper.
+        stream = sink is not None or self.soft_deadline > 0
+
+        async def job(generation: Generation[ChatTurn]) -> ChatTurn:
+            def resolved(model: str) -> None:
+                generation.model = model
+
+            return await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
+                                                listener=generation if stream else None, on_model=resolved)
+
+        generation = self.generations.start((principal, cid), guess, job)
+        generation.attach(sink)
+        handed_over = False
+        try:
+            handover = await self._hand_over(generation, cid)
+            handed_over = True
+            return handover
+        finally:
+            if not handed_over:  # the caller went away (cancelled): stop the upstream request too
+                generation.attach(None)
+                generation.scope.cancel()
+                self.generations.forget(generation)
+
+    async def resume(self, principal: str, conversation_id: str | None, sink: ProgressSink | None) -> ChatHandover:
+        """kimi_chat with resume=true: the rest of an answer handed over incomplete."""
+        if not conversation_id:
+            raise InvalidArguments("resume needs the conversation_id of the incomplete answer")
+        generation = self.generations.pending((principal, conversation_id))
+        if generation is None:
+            raise InvalidArguments(
+                f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
+                "(read them with kimi_read_conversation)"
+            )
+        generation.attach(sink)
+        return await self._hand_over(cast(Generation[ChatTurn], generation), conversation_id)
+
+    async def _hand_over(self, generation: Generation[ChatTurn], conversation_id: str) -> ChatHandover:
+        """Wait up to the soft deadline; then the whole answer, or the piece that has arrived."""
+        if await generation.wait(self.soft_deadline):
+            self.generations.forget(generation)
+            return Finished(generation.outcome(), generation.delivered)
+        generation.attach(None)
+        text = generation.text
+        offset, generation.delivered = generation.delivered, len(text)
+        return Partial(conversation_id, text[offset:], offset, generation.model)
+
+    async def json(self, args: ChatArgs, schema: Any, sink: ProgressSink | None) -> JsonOutcome:
+        """kimi_json: a JSON answer (not stored), repaired once if needed."""
+        failed: KimiError | None = None
+        async with anyio.create_task_group() as tg:  # for the throttle's held-back sends
+            listener = ProgressThrottle(sink, task_group=tg) if sink is not None else None
+            try:
+                outcome = await run_json(self.service, args, schema, listener)
+            except KimiError as error:  # raised past the task group, which would wrap it in a group
+                failed = error
+            finally:
+                if listener is not None:
+                    listener.close()
+        if failed is not None:
+            raise failed
+        return outcome
+
+    async def list_conversations(self, principal: str, limit: int) -> list[ConversationSummary]:
+        return await self.conversations.list(principal, limit)
+
+    async def read_conversation(self, principal: str, conversation_id: str) -> Conversation:
+        conversation = await self.conversations.get(principal, conversation_id)
+        if conversation is None:
+            raise InvalidArguments(f"no conversation {conversation_id!r} (expired, deleted or never created)")
+        return conversation
+
+    async def delete_conversation(self, principal: str, conversation_id: str) -> bool:
+        return await self.conversations.delete(principal, conversation_id)

@@ -1,0 +1,41 @@
+"""The composition root: `open_runtime` builds, once per process, everything the tools share.
+
+The pooled HTTP client, the upstream client, the store, the background task group, and the
+`ChatTools` over them. Every entry point (the MCP server's lifespan, `kimi-mcp chat`,
+`kimi-mcp doctor`) opens its parts here and nowhere else. May import every layer below the MCP
+surface: `chat`, `upstream`, `store` and the root modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from .catalogue import Catalogue
+from .chat import ChatService, ChatTools, Conversations, Generations
+from .settings import Settings
+from .store import Limits, default_store_path, open_store
+from .upstream import KimiClient, RetryPolicy, Timeouts, make_http_client
+
+__all__ = ["open_runtime"]
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[ChatTools]:
+    """The process's shared parts, closed (store included) when the block ends."""
+    timeouts = Timeouts.from_settings(settings)
+    store = open_store(settings.store or str(default_store_path()))
+    limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
+    async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
+        client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
+                            retry=RetryPolicy(max_retries=settings.max_retries),
+                            max_concurrency=settings.max_concurrency)
+        service = ChatService(client, catalogue, settings.default_model)
+        conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400)
+        try:
+            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline)
+        finally:
+            tg.cancel_scope.cancel()
+            await store.close()

@@ -1,0 +1,187 @@
+"""`KimiServer`: the MCP server, built whole by its constructor from the settings.
+
+It registers the tools, resources and prompts, opens the process's runtime in its lifespan, and
+is the one exit of every tool result: a `KimiError` raised by a tool becomes its error result
+here, and every result is redacted here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.resources import FunctionResource
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult
+from mcp_types import Tool as MCPTool
+from pydantic import AnyUrl, ValidationError
+
+from .. import __version__
+from ..catalogue import CATALOGUE, Catalogue
+from ..chat import ChatTools
+from ..errors import InternalError, InvalidArguments, KimiError
+from ..runtime import open_runtime
+from ..settings import Settings
+from .context import Ctx
+from .conversations import LIST_RESOURCE, list_resource, register_conversation_tools
+from .prompts import register_prompts
+from .results import ERROR_SCHEMA, error_result, redact_result
+from .tools import register_kimi_tools, register_model_resources
+
+__all__ = ["INSTRUCTIONS", "KimiServer", "create_server"]
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "kimi-mcp gives you Moonshot's Kimi models. Use kimi_chat for a second opinion, a long-context "
+    "read, Chinese-language work or a different model's view; results carry a conversation_id to "
+    "continue the conversation. Use kimi_json when you need an answer as JSON you can use in code. "
+    "Read kimi://models to choose a model."
+)
+
+ContextReader = Callable[[Ctx], Awaitable[str]]
+
+
+class KimiServer(MCPServer[ChatTools]):
+    """MCPServer whose tool failures come back as structured tool errors, whose results are always
+    redacted, and whose static resources may depend on the caller (the SDK gives them no context)."""
+
+    def __init__(self, settings: Settings, *, secrets: tuple[str, ...] | None = None) -> None:
+        super().__init__("kimi-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan,
+                         log_level=settings.log_level)  # type: ignore[arg-type]
+        self.kimi_settings = settings
+        self.catalogue = Catalogue(CATALOGUE, settings.extra_models)
+        self.secrets = settings.secrets() if secrets is None else secrets
+        self._context_readers: dict[str, ContextReader] = {}
+        self._shared: ChatTools | None = None
+        register_kimi_tools(self, self.catalogue, settings.default_model)
+        register_model_resources(self, self.catalogue, settings.default_model)
+        register_conversation_tools(self)
+        self.add_context_resource(reader=list_resource, **LIST_RESOURCE)
+        register_prompts(self)
+
+    @asynccontextmanager
+    async def runtime(self) -> AsyncIterator[ChatTools]:
+        """The runtime for the whole process (HTTP: the SDK may enter the lifespan per connection,
+        and an answer must outlive its connection); sessions started inside it share it."""
+        async with open_runtime(self.kimi_settings, self.catalogue) as tools:
+            self._shared = tools
+            try:
+                yield tools
+            finally:
+                self._shared = None
+
+    @asynccontextmanager
+    async def session_runtime(self) -> AsyncIterator[ChatTools]:
+        """The lifespan's value: the process runtime when one is open, else one for this session
+        (stdio and in-memory: one per process)."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        async with open_runtime(self.kimi_settings, self.catalogue) as tools:
+            yield tools
+
+    def add_context_resource(self, *, uri: str, reader: ContextReader, **resource: Any) -> None:
+        """A fixed-URI resource whose content depends on who reads it (e.g. their conversations)."""
+
+        def unreachable() -> str:
+            raise ResourceError(f"{uri} needs a request context")
+
+        self._context_readers[uri] = reader
+        self.add_resource(FunctionResource.from_function(unreachable, uri=uri, **resource))
+
+    async def list_tools(self) -> list[MCPTool]:
+        """Each output schema also admits the `{"error": {...}}` shape of an error result, so clients
+        that check structured content even when `isError` is true (the Inspector does) accept it."""
+        return [_admit_errors(tool) for tool in await super().list_tools()]
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Ctx | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """A missing argument or unknown prompt is the caller's mistake (-32602), not an internal error."""
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Ctx | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        """A `KimiError` while reading becomes a resource error with its message."""
+        try:
+            reader = self._context_readers.get(str(uri))
+            if reader is None or context is None:
+                return await super().read_resource(uri, context)
+            return [ReadResourceContents(content=await reader(context), mime_type="application/json")]
+        except Exception as exc:
+            error = _kimi_cause(exc)
+            if error is None:
+                raise
+            raise ResourceError(error.message) from None
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Ctx | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            result = error_result(_tool_error(name, exc))
+        # The one exit of every tool result: the token (and client tokens) masked, whatever the path.
+        return redact_result(result, self.secrets) if isinstance(result, CallToolResult) else result
+
+
+@asynccontextmanager
+async def _lifespan(server: MCPServer[ChatTools]) -> AsyncIterator[ChatTools]:
+    assert isinstance(server, KimiServer)
+    async with server.session_runtime() as tools:
+        yield tools
+
+
+def _kimi_cause(exc: BaseException) -> KimiError | None:
+    """The `KimiError` an SDK wrapper exception was raised from, if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KimiError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _tool_error(name: str, exc: ToolError) -> KimiError:
+    """What a failed tool call reports: our own error, the caller's bad arguments, or a bug of ours."""
+    error = _kimi_cause(exc)
+    if error is not None:
+        return error
+    if isinstance(exc, UnexpectedToolError):
+        log.error("tool %s failed unexpectedly", name, exc_info=exc)
+        return InternalError(f"{name} failed unexpectedly")
+    if isinstance(exc.__cause__, ValidationError):
+        problems = "; ".join(_describe(err) for err in exc.__cause__.errors())
+        return InvalidArguments(f"invalid arguments for {name}: {problems}")
+    return InvalidArguments(str(exc))
+
+
+def _admit_errors(tool: MCPTool) -> MCPTool:
+    schema = tool.output_schema
+    if not schema or "error" in schema.get("properties", {}):
+        return tool
+    success = {k: v for k, v in schema.items() if k != "$defs"}
+    combined: dict[str, Any] = {"type": "object", "anyOf": [success, ERROR_SCHEMA]}
+    if "$defs" in schema:
+        combined["$defs"] = schema["$defs"]
+    return tool.model_copy(update={"output_schema": combined})
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(part) for part in err.get("loc", ())) or "arguments"
+    return f"{where}: {err.get('msg', 'invalid')}"
+
+
+def create_server(settings: Settings, *, secrets: tuple[str, ...] | None = None) -> KimiServer:
+    """Build the server from settings; nothing is opened until its lifespan (or `runtime`) starts."""
+    return KimiServer(settings, secrets=secrets)

@@ -1,0 +1,125 @@
+"""kimi_chat and kimi_json, and the model resources: arguments in, one `ChatTools` call, a result out.
+
+A `KimiError` raised here is not caught: `KimiServer.call_tool` turns it into the error result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp_types import CallToolResult, ToolAnnotations
+
+from ..catalogue import Catalogue
+from ..chat import ChatArgs
+from ..upstream import Message
+from .arguments import (
+    ConversationId,
+    HistoryItem,
+    IncludeReasoning,
+    MaxTokens,
+    Messages,
+    ModelArg,
+    Prompt,
+    Resume,
+    SchemaArg,
+    Stop,
+    System,
+    Temperature,
+    ThinkingArg,
+    TopP,
+)
+from .context import Ctx, principal_of, progress_sink, tools_of
+from .results import ChatResult, JsonResult, handover_result, json_result
+
+__all__ = ["chat_args", "register_kimi_tools", "register_model_resources"]
+
+
+def chat_args(
+    prompt: str | None, system: str | None, messages: Sequence[HistoryItem] | None, model: str | None,
+    max_tokens: int | None, temperature: float | None, top_p: float | None,
+    stop: str | list[str] | None, thinking: Literal["enabled", "disabled"] | None,
+) -> ChatArgs:
+    """The chat layer's arguments from the tool's (shared by kimi_chat and kimi_json)."""
+    return ChatArgs(
+        prompt=prompt, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
+        top_p=top_p, stop=stop, thinking=thinking,
+        messages=tuple(Message(m.role, m.content) for m in messages or ()),
+    )
+
+
+def _describe_models(catalogue: Catalogue, default_model: str) -> str:
+    return "\n".join(
+        f"- {m.id}{' (default)' if m.id == default_model else ''}: {m.description}" for m in catalogue
+    )
+
+
+def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_model: str) -> None:
+    annotations = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
+                                  idempotent_hint=False)
+
+    @server.tool(
+        description=(
+            "Ask Moonshot's Kimi and get its answer as text. Use it for a second opinion, a review, long "
+            "documents (256K-token context), Chinese-language work, or another model's view. Give `prompt` "
+            "(and optionally `system`). Every result has a conversation_id: pass it back to continue the "
+            "conversation. A result with finish_reason 'deadline' is incomplete: call again with the same "
+            "conversation_id and resume=true for the rest.\n"
+            f"Models:\n{_describe_models(catalogue, default_model)}"
+        ),
+        annotations=annotations.model_copy(update={"title": "Chat with Kimi"}),
+        structured_output=True,
+    )
+    async def kimi_chat(
+        ctx: Ctx,
+        prompt: Prompt = None, system: System = None, messages: Messages = None, model: ModelArg = None,
+        max_tokens: MaxTokens = None, temperature: Temperature = None, top_p: TopP = None, stop: Stop = None,
+        thinking: ThinkingArg = None, include_reasoning: IncludeReasoning = False,
+        conversation_id: ConversationId = None, resume: Resume = False,
+    ) -> Annotated[CallToolResult, ChatResult]:
+        tools, principal, sink = tools_of(ctx), principal_of(ctx), progress_sink(ctx)
+        if resume:
+            handover = await tools.resume(principal, conversation_id, sink)
+        else:
+            args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+            handover = await tools.chat(principal, args, conversation_id=conversation_id, sink=sink)
+        return handover_result(handover, include_reasoning=include_reasoning)
+
+    @server.tool(
+        description=(
+            "Ask Kimi for an answer as JSON (JSON mode), optionally matching a JSON Schema you give. "
+            "The reply is parsed and checked; a bad reply is repaired once, then reported as invalid_json. "
+            "Use it when you need data you can use in code: extraction, classification, structured plans."
+        ),
+        annotations=annotations.model_copy(update={"title": "Kimi JSON answer"}),
+        structured_output=True,
+    )
+    async def kimi_json(
+        ctx: Ctx,
+        prompt: Prompt = None, system: System = None, messages: Messages = None, model: ModelArg = None,
+        max_tokens: MaxTokens = None, temperature: Temperature = None, top_p: TopP = None, stop: Stop = None,
+        thinking: ThinkingArg = None, schema: SchemaArg = None,
+    ) -> Annotated[CallToolResult, JsonResult]:
+        args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
+        return json_result(await tools_of(ctx).json(args, schema, progress_sink(ctx)))
+
+
+def register_model_resources(server: MCPServer[Any], catalogue: Catalogue, default_model: str) -> None:
+    @server.resource("kimi://models", name="models", mime_type="application/json",
+                     description="The Kimi models this server accepts: context, thinking, sampling rules, default.")
+    def models_resource() -> str:
+        return json.dumps({
+            "default_model": default_model,
+            "models": [m.to_dict(default_model) for m in catalogue],
+        }, indent=2)
+
+    @server.resource("kimi://models/{model_id}", name="model", mime_type="application/json",
+                     description="One Kimi model: description, context window, thinking, sampling rules.")
+    def model_resource(model_id: str) -> str:
+        info = catalogue.get(model_id)
+        if info is None:
+            raise ResourceError(f"unknown model {model_id!r}; valid ids: {', '.join(catalogue.ids)}")
+        return json.dumps(info.to_dict(default_model), indent=2)
