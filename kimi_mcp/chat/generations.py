@@ -114,20 +114,23 @@ class Generations:
         return generation
 
     async def _run(self, generation: Generation[T], job: Callable[[Generation[T]], Awaitable[T]]) -> None:
-        with generation.scope:
-            try:
-                generation.result = await job(generation)
-            except KimiError as error:
-                generation.error = error
-            except Exception as error:
-                log.exception("generation for %s failed unexpectedly", generation.key[1])
-                generation.error = error
-        if generation.scope.cancelled_caught:
-            generation.error = Cancelled("the answer was stopped before it finished")
-            self.forget(generation)
-        generation.finished_at = time.monotonic()
-        generation.done.set()
-        generation.attach(None)
+        try:
+            with generation.scope:
+                try:
+                    generation.result = await job(generation)
+                except KimiError as error:
+                    generation.error = error
+                except Exception as error:
+                    log.exception("generation for %s failed unexpectedly", generation.key[1])
+                    generation.error = error
+        finally:
+            # Also when the whole task group is cancelled (shutdown): whoever waits must hear of it.
+            if generation.result is None and generation.error is None:
+                generation.error = Cancelled("the answer was stopped before it finished")
+                self.forget(generation)
+            generation.finished_at = time.monotonic()
+            generation.done.set()
+            generation.attach(None)
 
     def pending(self, key: tuple[str, str]) -> Generation[object] | None:
         """The oldest generation of this conversation whose answer was not fully handed over."""

@@ -1,7 +1,9 @@
-"""Conversation storage: a small Protocol, an in-memory and a SQLite backend, and `open_store`.
+"""The store layer: a small Protocol, an in-memory and a SQLite backend, and `open_store`.
 
-Tools depend only on `ConversationStore`, so a new backend needs no change outside this package
-(and must pass `tests/test_store_contract.py`).
+The chat layer depends only on `ConversationStore`, so a new backend needs no change outside this
+package (and must pass the contract class in `tests/store/test_store_contract.py`). May import
+only the standard library: nothing of ours above it, never the MCP SDK. Its `StorageError` is
+turned into the tools' `storage` error in one place (`chat.conversations.storage`).
 """
 
 from __future__ import annotations
