@@ -1,7 +1,9 @@
-"""Keeping the API token out of everything we emit: tool results, log lines, exception text.
+"""Keeping the API token (and client tokens) out of everything we emit.
 
 The token is never put into a message on purpose; this is the net under that rule, applied at
-the two exits (the tool result and the log handler).
+every exit: tool results, progress messages, resources, stored turns, log lines, `doctor` output.
+A fragment counts too: any `MIN_FRAGMENT` characters of a secret in a row are masked, so a token
+cut short by a length limit (or echoed in part) still never shows.
 """
 
 from __future__ import annotations
@@ -10,41 +12,85 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["RedactingFilter", "redact", "redact_value", "setup_logging"]
+__all__ = ["RedactingFilter", "escape_controls", "redact", "redact_value", "setup_logging"]
 
 MASK = "****"
+MIN_FRAGMENT = 10
+"""Runs of at least this many characters of a secret are masked wherever they appear."""
+
+
+def _fragment_spans(text: str, secret: str) -> list[tuple[int, int]]:
+    """Where any MIN_FRAGMENT-character piece of the secret occurs, merged into spans (C-speed finds,
+    one per piece of the secret, so the cost is linear in the text)."""
+    found: list[tuple[int, int]] = []
+    for piece in {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}:
+        at = text.find(piece)
+        while at >= 0:
+            found.append((at, at + MIN_FRAGMENT))
+            at = text.find(piece, at + 1)
+    found.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in found:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
-        if secret:
+        if not secret:
+            continue
+        if len(secret) < MIN_FRAGMENT:
             text = text.replace(secret, MASK)
+            continue
+        spans = _fragment_spans(text, secret)
+        if spans:
+            parts, last = [], 0
+            for start, end in spans:
+                parts += [text[last:start], MASK]
+                last = end
+            text = "".join([*parts, text[last:]])
     return text
 
 
 def redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
-    """`redact` applied to every string inside a JSON-like value."""
+    """`redact` applied to every string inside a JSON-like value, object keys included."""
+    if not secrets:
+        return value
     if isinstance(value, str):
         return redact(value, secrets)
     if isinstance(value, dict):
-        return {k: redact_value(v, secrets) for k, v in value.items()}
+        return {redact(str(k), secrets): redact_value(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_value(v, secrets) for v in value]
     return value
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def escape_controls(text: str) -> str:
+    """A log message on one line: CR, LF and other control characters (a peer's session id, say)
+    written as escapes, so nobody can forge a log line."""
+    return text.translate(_CONTROL) if not text.isprintable() else text
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites each record (message, arguments, traceback text) with the secrets masked."""
+    """Rewrites each record (message, arguments, traceback text) with the secrets masked and the
+    message's control characters escaped."""
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         super().__init__()
         self._secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = escape_controls(redact(record.getMessage(), self._secrets))
+        record.args = None
         if not self._secrets:
             return True
-        record.msg = redact(record.getMessage(), self._secrets)
-        record.args = None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info), self._secrets)
             record.exc_info = None
@@ -65,5 +111,5 @@ def setup_logging(level: str, secrets: tuple[str, ...]) -> None:
     root.setLevel(level)
     # Quiet libraries that log every request, and every result (sse_starlette at DEBUG): the
     # conversation text is the user's, not the operator's.
-    for noisy in ("httpx2", "httpcore", "httpcore2", "uvicorn.access", "sse_starlette"):
+    for noisy in ("httpx2", "httpcore", "httpcore2", "uvicorn.access", "sse_starlette", "mcp.server.sse"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -23,8 +23,11 @@ __all__ = ["open_runtime"]
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterator[ChatTools]:
-    """The process's shared parts, closed (store included) when the block ends."""
+async def open_runtime(
+    settings: Settings, catalogue: Catalogue, secrets: tuple[str, ...] | None = None
+) -> AsyncIterator[ChatTools]:
+    """The process's shared parts, closed (store included) when the block ends. `secrets` (default:
+    the settings' own) are masked in everything stored."""
     timeouts = Timeouts.from_settings(settings)
     store = open_store(settings.store or str(default_store_path()))
     limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
@@ -33,7 +36,8 @@ async def open_runtime(settings: Settings, catalogue: Catalogue) -> AsyncIterato
                             retry=RetryPolicy(max_retries=settings.max_retries),
                             max_concurrency=settings.max_concurrency)
         service = ChatService(client, catalogue, settings.default_model)
-        conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400)
+        conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400,
+                                      secrets=settings.secrets() if secrets is None else secrets)
         try:
             yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline)
         finally:

@@ -21,6 +21,7 @@ import anyio
 
 from ..catalogue import ModelInfo
 from ..errors import InvalidArguments, StorageFailure
+from ..redaction import redact
 from ..store import (
     Conversation,
     ConversationNotFound,
@@ -105,6 +106,8 @@ class Conversations:
     store: ConversationStore
     limits: Limits
     ttl_s: float
+    secrets: tuple[str, ...] = ()
+    """Masked in every stored text: an answer that echoes a token must not keep it on disk."""
     _locks: weakref.WeakValueDictionary[tuple[str, str], anyio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
@@ -193,13 +196,19 @@ class Conversations:
         self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *, is_new: bool
     ) -> int:
         now = time.time()
-        turns = [Turn(m.role, m.content, None, now) for m in completed.request.messages[-_new_turns(args):]
+
+        def masked(text: str) -> str:
+            return redact(text, self.secrets)
+
+        turns = [Turn(m.role, masked(m.content), None, now) for m in completed.request.messages[-_new_turns(args):]
                  if m.role in ("user", "assistant")]
-        turns.append(Turn("assistant", completed.reply.text, completed.reply.reasoning or None, now))
+        reasoning = completed.reply.reasoning
+        turns.append(Turn("assistant", masked(completed.reply.text), masked(reasoning) if reasoning else None, now))
         first_prompt = next((t.content for t in turns if t.role == "user"), "")
+        system = masked(args.system) if args.system else args.system
         with storage("the answer could not be stored: ", text=completed.reply.text):
             saved = await self.store.save_exchange(
-                principal, conversation_id, model=completed.request.model.id, system=args.system,
+                principal, conversation_id, model=completed.request.model.id, system=system,
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
                 create=is_new,
             )

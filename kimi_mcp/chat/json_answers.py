@@ -25,7 +25,8 @@ __all__ = ["JsonOutcome", "check_schema", "parse_json_reply", "run_json"]
 
 RAW_PREVIEW_CHARS = 500
 MAX_ATTEMPTS = 2
-_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+_FENCE_TAG = re.compile(r"[A-Za-z0-9_-]*")
+FENCE = "```"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +86,23 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+def unfence(text: str) -> str:
+    """The inside of a Markdown code fence (```json ... ```), in linear time: the reply is the
+    upstream's, so no backtracking pattern may run over it."""
+    if len(text) < 2 * len(FENCE) or not (text.startswith(FENCE) and text.endswith(FENCE)):
+        return text
+    inner = text[len(FENCE):-len(FENCE)]
+    first, newline, rest = inner.partition("\n")
+    if newline:
+        tag = first.strip()
+        return (rest if _FENCE_TAG.fullmatch(tag) else inner).strip()
+    found = _FENCE_TAG.match(inner)
+    return inner[found.end() if found else 0:].strip()
+
+
 def parse_json_reply(text: str) -> Any:
     """JSON from a reply, tolerating surrounding whitespace and a ```json fence; ValueError otherwise."""
-    stripped = text.strip()
-    fenced = _FENCE.match(stripped)
-    if fenced:
-        stripped = fenced.group(1).strip()
-    return json.loads(stripped)
+    return json.loads(unfence(text.strip()))
 
 
 def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
@@ -99,7 +110,7 @@ def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
     try:
         value = parse_json_reply(text)
     except ValueError as exc:
-        return None, f"not valid JSON: {exc}"
+        return None, f"is not valid JSON ({exc})"
     if validator is not None:
         from jsonschema.exceptions import best_match
 
@@ -109,7 +120,7 @@ def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
             raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return None, f"does not match the schema at {where}: {error.message}"
+            return None, f"does not match the schema at {where} ({error.message})"
     return value, None
 
 
@@ -150,9 +161,9 @@ async def run_json(
         request = replace(request, messages=(
             *request.messages,
             Message("assistant", text),
-            Message("user", f"Your answer was {problem}. Answer again with JSON only, fixing that."),
+            Message("user", f"Your previous answer {problem}. Answer again with only the corrected JSON."),
         ))
     raise InvalidJSON(
-        f"Kimi's answer was {problem}",
+        f"Kimi's answer {problem}, also after one repair",
         details={"raw_start": text[:RAW_PREVIEW_CHARS], "json_attempts": MAX_ATTEMPTS},
     )

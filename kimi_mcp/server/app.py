@@ -25,6 +25,7 @@ from .. import __version__
 from ..catalogue import CATALOGUE, Catalogue
 from ..chat import ChatTools
 from ..errors import InternalError, InvalidArguments, KimiError
+from ..redaction import redact
 from ..runtime import open_runtime
 from ..settings import Settings
 from .context import Ctx
@@ -59,7 +60,7 @@ class KimiServer(MCPServer[ChatTools]):
         self.secrets = settings.secrets() if secrets is None else secrets
         self._context_readers: dict[str, ContextReader] = {}
         self._shared: ChatTools | None = None
-        register_kimi_tools(self, self.catalogue, settings.default_model)
+        register_kimi_tools(self, self.catalogue, settings.default_model, self.secrets)
         register_model_resources(self, self.catalogue, settings.default_model)
         register_conversation_tools(self)
         self.add_context_resource(reader=list_resource, **LIST_RESOURCE)
@@ -69,7 +70,7 @@ class KimiServer(MCPServer[ChatTools]):
     async def runtime(self) -> AsyncIterator[ChatTools]:
         """The runtime for the whole process (HTTP: the SDK may enter the lifespan per connection,
         and an answer must outlive its connection); sessions started inside it share it."""
-        async with open_runtime(self.kimi_settings, self.catalogue) as tools:
+        async with open_runtime(self.kimi_settings, self.catalogue, self.secrets) as tools:
             self._shared = tools
             try:
                 yield tools
@@ -83,7 +84,7 @@ class KimiServer(MCPServer[ChatTools]):
         if self._shared is not None:
             yield self._shared
             return
-        async with open_runtime(self.kimi_settings, self.catalogue) as tools:
+        async with open_runtime(self.kimi_settings, self.catalogue, self.secrets) as tools:
             yield tools
 
     def add_context_resource(self, *, uri: str, reader: ContextReader, **resource: Any) -> None:
@@ -112,17 +113,27 @@ class KimiServer(MCPServer[ChatTools]):
     async def read_resource(
         self, uri: AnyUrl | str, context: Ctx | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
-        """A `KimiError` while reading becomes a resource error with its message."""
+        """A `KimiError` while reading becomes a resource error with its message; contents leave masked."""
         try:
             reader = self._context_readers.get(str(uri))
             if reader is None or context is None:
-                return await super().read_resource(uri, context)
-            return [ReadResourceContents(content=await reader(context), mime_type="application/json")]
+                read = await super().read_resource(uri, context)
+                if isinstance(read, InputRequiredResult):
+                    return read
+                return [self._masked(item) for item in read]
+            content = redact(await reader(context), self.secrets)
+            return [ReadResourceContents(content=content, mime_type="application/json")]
         except Exception as exc:
             error = _kimi_cause(exc)
             if error is None:
                 raise
             raise ResourceError(error.message) from None
+
+    def _masked(self, item: ReadResourceContents) -> ReadResourceContents:
+        if not isinstance(item.content, str) or not self.secrets:
+            return item
+        return ReadResourceContents(content=redact(item.content, self.secrets), mime_type=item.mime_type,
+                                    meta=item.meta)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Ctx | None = None

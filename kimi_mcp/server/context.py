@@ -12,6 +12,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from ..chat import LOCAL, ChatTools, ProgressSink
+from ..redaction import redact
 
 __all__ = ["SCOPE_KEY", "Ctx", "principal_of", "progress_sink", "tools_of"]
 
@@ -36,8 +37,9 @@ def tools_of(ctx: Ctx) -> ChatTools:
     return ctx.request_context.lifespan_context
 
 
-def progress_sink(ctx: Ctx) -> ProgressSink | None:
-    """A sink when the caller asked for progress (sent a progress token), else None."""
+def progress_sink(ctx: Ctx, secrets: tuple[str, ...] = ()) -> ProgressSink | None:
+    """A sink when the caller asked for progress (sent a progress token), else None; every
+    message leaves masked (it carries the answer's text)."""
     request = ctx.request_context
     meta: Any = request.meta or {}
     raw_meta: Any = (request.params or {}).get("_meta") or {}
@@ -46,6 +48,6 @@ def progress_sink(ctx: Ctx) -> ProgressSink | None:
         return None
 
     async def sink(progress: float, message: str) -> None:
-        await ctx.report_progress(progress, None, message)
+        await ctx.report_progress(progress, None, redact(message, secrets))
 
     return sink

@@ -57,7 +57,8 @@ def _describe_models(catalogue: Catalogue, default_model: str) -> str:
     )
 
 
-def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_model: str) -> None:
+def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_model: str,
+                        secrets: tuple[str, ...]) -> None:
     annotations = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
                                   idempotent_hint=False)
 
@@ -80,7 +81,7 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
         thinking: ThinkingArg = None, include_reasoning: IncludeReasoning = False,
         conversation_id: ConversationId = None, resume: Resume = False,
     ) -> Annotated[CallToolResult, ChatResult]:
-        tools, principal, sink = tools_of(ctx), principal_of(ctx), progress_sink(ctx)
+        tools, principal, sink = tools_of(ctx), principal_of(ctx), progress_sink(ctx, secrets)
         if resume:
             handover = await tools.resume(principal, conversation_id, sink)
         else:
@@ -104,7 +105,7 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
         thinking: ThinkingArg = None, schema: SchemaArg = None,
     ) -> Annotated[CallToolResult, JsonResult]:
         args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
-        return json_result(await tools_of(ctx).json(args, schema, progress_sink(ctx)))
+        return json_result(await tools_of(ctx).json(args, schema, progress_sink(ctx, secrets)))
 
 
 def register_model_resources(server: MCPServer[Any], catalogue: Catalogue, default_model: str) -> None:

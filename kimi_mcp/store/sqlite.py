@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -300,11 +301,21 @@ class SQLiteStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        """Create the directory, connect, set pragmas and migrate; nothing half-open is kept."""
+        """Create the directory, connect, set pragmas and migrate; nothing half-open is kept.
+
+        Conversations are private: a directory we create is 0700 and a file we create 0600 (SQLite
+        gives its -wal and -shm files the database file's permissions)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as err:
             raise StorageError(f"cannot create directory {self.path.parent}: {err.strerror}") from err
+        try:
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass  # another process created it first
+        except OSError as err:
+            raise StorageError(f"cannot create {self.path}: {err.strerror}") from err
         try:
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:

@@ -21,7 +21,7 @@ import httpx2
 
 from ..errors import TOKEN_HELP, AuthError, InvalidResponse, KimiError, NetworkError, TimeoutError_
 from ..settings import Secret, Settings
-from .failures import from_status
+from .failures import from_error_object, from_status, html_title
 from .retry import RetryPolicy, should_retry, wait_before_retry
 from .sse import StreamAccumulator
 from .wire import ChatReply, parse_completion
@@ -112,6 +112,9 @@ class KimiClient:
         """One call with retries, all inside the call's overall deadline."""
         if self._token is None:
             raise AuthError("no API token is configured", hint=TOKEN_HELP)
+        if not _sendable(self._token.reveal()):
+            raise AuthError("the configured API token contains a space, a line break or a non-ASCII character, "
+                            "so it cannot be sent", hint=f"fix ACEDATACLOUD_API_TOKEN: {TOKEN_HELP}")
         overall = self._timeouts.overall
         deadline = time.monotonic() + overall
         attempts = 0
@@ -190,13 +193,7 @@ class KimiClient:
             data = await self._read_body(response)
             if response.status_code != 200:
                 raise from_status(response.status_code, data, response.headers)
-        try:
-            parsed = json.loads(data)
-        except ValueError:
-            raise InvalidResponse(
-                f"the upstream answered 200 with a body that is not JSON ({len(data)} bytes)"
-            ) from None
-        return parse_completion(parsed)
+        return _completion(data)
 
     async def _read_body(self, response: httpx2.Response) -> bytes:
         idle = self._timeouts.idle
@@ -211,9 +208,11 @@ class KimiClient:
         async with self._open(body, "text/event-stream") as response:
             if response.status_code != 200:
                 raise from_status(response.status_code, await self._read_body(response), response.headers)
-            if "json" in response.headers.get("content-type", ""):
-                # Some gateways ignore stream=true and answer with one plain completion.
-                return parse_completion(_json_or_invalid(await self._read_body(response)))
+            content_type = response.headers.get("content-type", "")
+            if "event-stream" not in content_type:
+                # Some gateways ignore stream=true and answer with one plain completion; a proxy
+                # may answer 200 with an HTML page: neither is a stream.
+                return _completion(await self._read_body(response))
             try:
                 await self._consume(response, on_delta, received)
             except (httpx2.TransportError, KimiError) as exc:
@@ -286,8 +285,20 @@ async def _read_capped(response: httpx2.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _json_or_invalid(data: bytes) -> Any:
+def _sendable(token: str) -> bool:
+    """Whether the token can go into an HTTP header as it is (printable ASCII, no spaces)."""
+    return token.isascii() and token.isprintable() and " " not in token
+
+
+def _completion(data: bytes) -> ChatReply:
+    """A 200 body as a reply: a completion, an error object (mapped like an error status), or
+    something else (`InvalidResponse`, naming an HTML page by its title)."""
     try:
-        return json.loads(data)
+        parsed = json.loads(data)
     except ValueError:
-        raise InvalidResponse("the upstream answered 200 with a body that is not JSON") from None
+        text = data[:65_536].decode("utf-8", "replace").strip()
+        what = f"an HTML page ({html_title(text)})" if text.startswith("<") else f"{len(data)} bytes that are not JSON"
+        raise InvalidResponse(f"the upstream answered 200 with {what}") from None
+    if isinstance(parsed, dict) and "choices" not in parsed and isinstance(parsed.get("error"), dict | str):
+        raise from_error_object(parsed, "the upstream answered 200 with an error")
+    return parse_completion(parsed)

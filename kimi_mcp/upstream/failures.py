@@ -27,7 +27,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 
-__all__ = ["from_status", "from_stream_event", "retry_after_seconds"]
+__all__ = ["from_error_object", "from_status", "from_stream_event", "html_title", "retry_after_seconds"]
 
 _BY_STATUS: dict[int, type[UpstreamError]] = {
     400: BadRequest,
@@ -83,7 +83,7 @@ def _classify(status: int | None, code: str | None) -> type[UpstreamError]:
     return BadRequest if status is not None and status < 500 else UpstreamFailure
 
 
-def _html_title(text: str) -> str:
+def html_title(text: str) -> str:
     """The <title> of an HTML error page, found in linear time (no regular expression)."""
     lower = text.lower()
     start = lower.find("<title>")
@@ -122,7 +122,7 @@ def _parse_body(body: bytes) -> tuple[str | None, str | None, str | None]:
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
         if text.startswith("<"):
-            return None, _html_title(text), None
+            return None, html_title(text), None
         return None, text[:MAX_MESSAGE] or None, None
     return _fields(data)
 
@@ -159,16 +159,21 @@ def from_status(status: int, body: bytes, headers: Mapping[str, str]) -> Upstrea
 
 
 def from_stream_event(chunk: Mapping[str, Any]) -> UpstreamError:
-    """An `error` event inside a stream (`data: {"error": {...}}`), mapped like the same code in a body.
+    """An `error` event inside a stream (`data: {"error": {...}}`), mapped like the same code in a body."""
+    return from_error_object(chunk, "the stream failed midway")
 
-    The stream's HTTP status was 200, so only a status the event itself names is used.
+
+def from_error_object(data: Mapping[str, Any], where: str) -> UpstreamError:
+    """An error object that came with HTTP 200 (a stream event, or a 200 body that is an error).
+
+    The HTTP status said nothing, so only a status the object itself names is used.
     """
-    code, message, trace_id = _fields(chunk)
-    error = chunk.get("error")
-    raw_status = (error.get("status") if isinstance(error, dict) else None) or chunk.get("status")
+    code, message, trace_id = _fields(data)
+    error = data.get("error")
+    raw_status = (error.get("status") if isinstance(error, dict) else None) or data.get("status")
     status = raw_status if isinstance(raw_status, int) and not isinstance(raw_status, bool) else None
     return _classify(status, code)(
-        f"the stream failed midway: {message or 'the upstream reported an error'}",
+        f"{where}: {message or 'the upstream reported an error'}",
         status=status,
         code=code,
         trace_id=trace_id,

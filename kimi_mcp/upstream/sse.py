@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InvalidResponse
 from .failures import from_stream_event
-from .wire import ChatReply, Usage, parse_usage, text_of
+from .wire import ChatReply, Usage, clean_text, parse_usage, text_of
 
 __all__ = ["StreamAccumulator", "StreamDelta"]
 
@@ -35,6 +35,8 @@ class StreamAccumulator:
         self.model = ""
         self._reasoning: list[str] = []
         self._content: list[str] = []
+        # A high surrogate that ended a piece, waiting for its low half in the next chunk.
+        self._held = {"reasoning": "", "content": ""}
         self.reasoning_chars = 0
         self.content_chars = 0
         self.finish_reason: str | None = None
@@ -94,8 +96,9 @@ class StreamAccumulator:
         reasoning = delta.get("reasoning_content")
         if reasoning is None:
             reasoning = delta.get("reasoning")
-        reasoning = reasoning if isinstance(reasoning, str) else ""
-        content = text_of(delta.get("content"))
+        reasoning = self._rejoin("reasoning", reasoning if isinstance(reasoning, str) else "")
+        raw = delta.get("content")
+        content = self._rejoin("content", raw if isinstance(raw, str) else text_of(raw))
         if reasoning:
             self._reasoning.append(reasoning)
             self.reasoning_chars += len(reasoning)
@@ -103,6 +106,16 @@ class StreamAccumulator:
             self._content.append(content)
             self.content_chars += len(content)
         return StreamDelta(reasoning, content) if reasoning or content else None
+
+    def _rejoin(self, kind: str, piece: str) -> str:
+        """The piece as clean text, a surrogate pair split across two chunks joined again."""
+        if not piece:
+            return ""
+        piece = self._held[kind] + piece
+        self._held[kind] = ""
+        if "\ud800" <= piece[-1] <= "\udbff":
+            piece, self._held[kind] = piece[:-1], piece[-1]
+        return clean_text(piece)
 
     @property
     def text(self) -> str:
@@ -113,6 +126,11 @@ class StreamAccumulator:
         return "".join(self._reasoning)
 
     def reply(self) -> ChatReply:
+        """The whole reply; a high surrogate still waiting for its other half becomes U+FFFD."""
+        for kind, parts in (("reasoning", self._reasoning), ("content", self._content)):
+            if self._held[kind]:
+                parts.append("\ufffd")
+                self._held[kind] = ""
         return ChatReply(
             id=self.id,
             model=self.model,

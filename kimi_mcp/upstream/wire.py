@@ -137,14 +137,22 @@ def parse_usage(data: Any) -> Usage | None:
     )
 
 
+def clean_text(text: str) -> str:
+    """Text that can be encoded: surrogate pairs (JSON `\\ud83d\\ude00`) joined into their character,
+    a lone surrogate replaced by U+FFFD, so an odd answer never fails when it is sent or stored."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def text_of(value: Any) -> str:
     """Message content as text: a string, or the text parts of a content-part list."""
     if isinstance(value, str):
-        return value
+        return clean_text(value)
     if isinstance(value, Sequence) and not isinstance(value, bytes):
-        return "".join(
+        return clean_text("".join(
             str(part.get("text", "")) for part in value if isinstance(part, dict) and part.get("type") == "text"
-        )
+        ))
     return ""
 
 
@@ -158,6 +166,7 @@ def parse_completion(data: Any) -> ChatReply:
     if not isinstance(message, dict):
         raise InvalidResponse("the upstream answered 200 with a choice that has no message")
     reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    reasoning = clean_text(reasoning) if isinstance(reasoning, str) else ""
     return ChatReply(
         id=str(data.get("id") or ""),
         model=str(data.get("model") or ""),
