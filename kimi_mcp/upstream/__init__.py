@@ -2,6 +2,7 @@
 
     wire      the request body we send and the reply we parse (pure)
     sse       a streamed reply, line by line (pure)
+    reading   a body or a stream read within bounds (size, line length, bounded decompression)
     failures  the one map from an upstream failure (status body or stream event) to an error class
     retry     whether and when to try again
     client    `KimiClient`: the pooled HTTP client, the concurrency cap, timeouts, retries

@@ -22,6 +22,7 @@ import httpx2
 from ..errors import TOKEN_HELP, AuthError, InvalidResponse, KimiError, NetworkError, TimeoutError_
 from ..settings import Secret, Settings
 from .failures import from_error_object, from_status, html_title
+from .reading import ACCEPT_ENCODING, decoded_chunks, lines, read_body
 from .retry import RetryPolicy, should_retry, wait_before_retry
 from .sse import StreamAccumulator
 from .wire import ChatReply, parse_completion
@@ -31,8 +32,9 @@ __all__ = ["CHAT_PATH", "DeltaHook", "KimiClient", "Outcome", "Timeouts", "make_
 log = logging.getLogger(__name__)
 
 CHAT_PATH = "/kimi/chat/completions"
-MAX_BODY_BYTES = 16 * 1024 * 1024
 DRAIN_S = 1.0
+MAX_PARTIAL_CHARS = 1_000_000
+"""An error report keeps at most this much of a broken answer."""
 DeltaHook = Callable[[StreamAccumulator], Awaitable[None]]
 QueueHook = Callable[[], Awaitable[None]]
 
@@ -164,7 +166,7 @@ class KimiClient:
     def _headers(self, accept: str) -> dict[str, str]:
         assert self._token is not None
         return {"Authorization": f"Bearer {self._token.reveal()}", "Content-Type": "application/json",
-                "Accept": accept}
+                "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
 
     def _timeout_error(self, exc: httpx2.TimeoutException) -> KimiError:
         if isinstance(exc, httpx2.ConnectTimeout):
@@ -199,7 +201,7 @@ class KimiClient:
         idle = self._timeouts.idle
         try:
             with anyio.fail_after(idle):
-                return await _read_capped(response)
+                return await read_body(response)
         except TimeoutError:
             raise TimeoutError_(f"the upstream answer stalled for {idle:g} s (KIMI_IDLE_TIMEOUT)") from None
 
@@ -236,10 +238,10 @@ class KimiClient:
         timeouts = response.request.extensions.get("timeout")
         if isinstance(timeouts, dict):
             timeouts["read"] = self._timeouts.idle
-        lines = response.aiter_lines().__aiter__()
+        stream = lines(decoded_chunks(response)).__aiter__()
         while not acc.done:
             try:
-                line = await lines.__anext__()
+                line = await stream.__anext__()
             except StopAsyncIteration:
                 acc.flush()
                 if acc.done:
@@ -251,38 +253,20 @@ class KimiClient:
         # Read the stream to its end (normally just the blank line and the chunked terminator), so
         # the connection goes back to the pool instead of being closed half-read.
         with anyio.move_on_after(DRAIN_S):
-            async for _ in lines:
+            async for _ in stream:
                 pass
 
 
 def _with_partial(error: KimiError, acc: StreamAccumulator | None) -> KimiError:
     """A failure mid-stream, carrying what had arrived so far."""
-    if acc is not None and (acc.text or acc.reasoning):
+    if acc is not None and (acc.content_chars or acc.reasoning_chars):
         error.answer_began = True
-        error.details["partial_text"] = acc.text
-        error.details["partial_reasoning_chars"] = len(acc.reasoning)
+        text = acc.text
+        error.details["partial_text"] = text[:MAX_PARTIAL_CHARS]
+        if len(text) > MAX_PARTIAL_CHARS:
+            error.details["partial_truncated"] = True
+        error.details["partial_reasoning_chars"] = acc.reasoning_chars
     return error
-
-
-async def _read_capped(response: httpx2.Response) -> bytes:
-    """The body, refused past MAX_BODY_BYTES so a runaway answer cannot eat the memory."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise InvalidResponse(
-                    f"the upstream answer is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"
-                )
-            chunks.append(chunk)
-    except httpx2.TransportError as exc:
-        if not size:
-            raise
-        error = NetworkError(f"the upstream answer was cut after {size} bytes ({type(exc).__name__})")
-        error.answer_began = True
-        raise error from None
-    return b"".join(chunks)
 
 
 def _sendable(token: str) -> bool:

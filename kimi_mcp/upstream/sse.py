@@ -16,7 +16,10 @@ from ..errors import InvalidResponse
 from .failures import from_stream_event
 from .wire import ChatReply, Usage, clean_text, parse_usage, text_of
 
-__all__ = ["StreamAccumulator", "StreamDelta"]
+__all__ = ["MAX_ANSWER_CHARS", "StreamAccumulator", "StreamDelta"]
+
+MAX_ANSWER_CHARS = 16 * 1024 * 1024
+"""Reasoning plus content of one answer, like the plain body's 16 MiB: past it the stream fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ class StreamAccumulator:
         if content:
             self._content.append(content)
             self.content_chars += len(content)
+        if self.content_chars + self.reasoning_chars > MAX_ANSWER_CHARS:
+            raise InvalidResponse(f"the upstream answer is longer than {MAX_ANSWER_CHARS:,} characters")
         return StreamDelta(reasoning, content) if reasoning or content else None
 
     def _rejoin(self, kind: str, piece: str) -> str:

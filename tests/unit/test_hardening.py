@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from typing import Any
 
 import httpx2
@@ -174,3 +175,68 @@ async def test_a_token_that_cannot_be_sent_is_an_auth_error_before_any_request(t
         await client.chat(dict(BODY))
     assert seen == []
     assert token not in raised.value.line()
+
+
+# --------------------------------------------------------------------------- bounded reading
+
+
+async def _chunks(*parts: bytes) -> Any:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.anyio
+async def test_a_gzip_bomb_is_inflated_in_bounded_steps_and_refused() -> None:
+    import gzip
+
+    from kimi_mcp.upstream.reading import CHUNK, MAX_BODY_BYTES, decoded_chunks, read_body
+
+    def raw(encoding: str, body: bytes) -> httpx2.Response:
+        """A response whose body is still to be read, as from the network (not decoded by httpx2)."""
+        return httpx2.Response(200, headers={"content-encoding": encoding}, content=_chunks(body))
+
+    bomb = gzip.compress(b"\0" * (MAX_BODY_BYTES + CHUNK * 4))
+    assert len(bomb) < MAX_BODY_BYTES // 100
+    sizes = [len(chunk) async for chunk in decoded_chunks(raw("gzip", bomb))]
+    assert max(sizes) <= CHUNK and sum(sizes) == MAX_BODY_BYTES + CHUNK * 4
+    with pytest.raises(InvalidResponse, match="larger than 16 MiB"):
+        await read_body(raw("gzip", bomb))
+    assert await read_body(raw("gzip", gzip.compress(b'{"ok": 1}'))) == b'{"ok": 1}'
+    assert await read_body(raw("deflate", zlib.compress(b'{"ok": 2}'))) == b'{"ok": 2}'
+    with pytest.raises(InvalidResponse, match="not asked for"):
+        await read_body(raw("br", b"x"))
+    with pytest.raises(InvalidResponse, match="corrupt"):
+        await read_body(raw("gzip", b"not gzip"))
+
+
+@pytest.mark.anyio
+async def test_stream_lines_are_capped_in_length_and_in_total() -> None:
+    from kimi_mcp.upstream.reading import lines
+
+    got = [line async for line in lines(_chunks(b"data: a\r\n\r\ndata: ", b"b\n\n"), max_line=64)]
+    assert got == ["data: a\r", "\r", "data: b", ""]
+    with pytest.raises(InvalidResponse, match="line longer"):
+        async for _ in lines(_chunks(b"data: " + b"x" * 100, b"y" * 100), max_line=64):
+            pass
+    with pytest.raises(InvalidResponse, match="larger than"):
+        async for _ in lines(_chunks(*[b"data: {}\n\n"] * 1000), max_total=1024 * 1024 // 128, max_line=64):
+            pass
+
+
+def test_an_endless_answer_fails_at_the_answer_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_mcp.upstream import sse
+
+    monkeypatch.setattr(sse, "MAX_ANSWER_CHARS", 100)
+    acc = StreamAccumulator()
+    with pytest.raises(InvalidResponse, match="longer than 100 characters"):
+        for _ in range(20):
+            acc.feed_line('data: {"choices": [{"delta": {"content": "0123456789"}}]}')
+            acc.feed_line("")
+    assert acc.content_chars <= 110
+
+
+@pytest.mark.anyio
+async def test_the_client_asks_only_for_encodings_it_can_bound() -> None:
+    client, seen = client_for(httpx2.Response(200, json={"choices": [{"message": {"content": "ok"}}]}))
+    await client.chat(dict(BODY))
+    assert seen[0].headers["accept-encoding"] == "gzip, deflate"
