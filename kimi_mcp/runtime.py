@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from .catalogue import Catalogue
-from .chat import ChatService, ChatTools, Conversations, Generations
+from .chat import ChatService, ChatTools, Conversations, Generations, SchemaChecker
 from .settings import Settings
 from .store import Limits, default_store_path, open_store
 from .upstream import KimiClient, RetryPolicy, Timeouts, make_http_client
@@ -38,8 +38,10 @@ async def open_runtime(
         service = ChatService(client, catalogue, settings.default_model)
         conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400,
                                       secrets=settings.secrets() if secrets is None else secrets)
+        schemas = SchemaChecker()
         try:
-            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline)
+            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas)
         finally:
             tg.cancel_scope.cancel()
+            await schemas.close()
             await store.close()

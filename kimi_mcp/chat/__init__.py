@@ -4,6 +4,7 @@
     conversations  `Conversations`: stored history in, one exchange out; the store's only user
     generations    answers that run in the background and outlive a host's deadline
     json_answers   kimi_json: JSON mode, tolerant parsing, schema check, one repair
+    schemas        a caller's JSON Schema, checked and applied in a worker process within a deadline
     progress       what a progress notification says, and how often
     tools          `ChatTools`: one method per tool, the entry point for the MCP layer and the CLI
 
@@ -15,6 +16,7 @@ from .conversations import ChatTurn, Conversations
 from .generations import Generation, Generations
 from .json_answers import JsonOutcome
 from .progress import ProgressSink, ProgressThrottle, StreamListener
+from .schemas import SchemaChecker
 from .service import ChatArgs, ChatService, Completed, empty_answer_notice
 from .tools import LOCAL, ChatHandover, ChatTools, Finished, Partial
 
@@ -34,6 +36,7 @@ __all__ = [
     "Partial",
     "ProgressSink",
     "ProgressThrottle",
+    "SchemaChecker",
     "StreamListener",
     "empty_answer_notice",
 ]

@@ -2,26 +2,23 @@
 
 A reply that is not JSON, or does not match the schema, gets one more try with the parser's or
 validator's complaint fed back; a second failure is `InvalidJSON` with the raw start attached.
+The schema itself is checked and applied by `schemas.SchemaChecker`, off the event loop.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import InvalidArguments, InvalidJSON
+from ..errors import InvalidJSON
 from ..upstream import Message, Usage
 from .progress import StreamListener
+from .schemas import SchemaChecker, parse_schema_arg, precheck
 from .service import ChatArgs, ChatService, Completed
 
-if TYPE_CHECKING:  # jsonschema is imported on first use: it costs start-up time every host pays
-    from jsonschema.protocols import Validator
-    from referencing import Registry
-
-__all__ = ["JsonOutcome", "check_schema", "parse_json_reply", "run_json"]
+__all__ = ["JsonOutcome", "parse_json_reply", "run_json", "unfence"]
 
 RAW_PREVIEW_CHARS = 500
 MAX_ATTEMPTS = 2
@@ -46,46 +43,6 @@ def instruction(schema: dict[str, Any] | None) -> str:
     return text
 
 
-@functools.cache
-def _local_only() -> Registry[Any]:
-    """A `$ref` registry that resolves nothing remote: a caller's schema must never make the server
-    fetch anything (no SSRF through `$ref`)."""
-    from referencing import Registry, Resource
-    from referencing.exceptions import NoSuchResource
-
-    def refuse(uri: str) -> Resource[Any]:
-        raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field
-
-    return Registry(retrieve=refuse)  # type: ignore[call-arg]  # attrs alias
-
-
-def check_schema(schema: Any) -> Validator | None:
-    """A validator for the caller's schema; a schema that is not valid is `InvalidArguments`."""
-    if schema is None:
-        return None
-    if not isinstance(schema, dict):
-        raise InvalidArguments("schema must be a JSON Schema object")
-    import jsonschema
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        cls.check_schema(schema)
-        validator: Validator = cls(schema, registry=_local_only())
-        list(validator.iter_errors(None))  # surfaces a top-level $ref that cannot be resolved
-    except SchemaError as exc:
-        raise InvalidArguments(f"schema is not a valid JSON Schema: {exc.message}") from None
-    except (Exception, RecursionError) as exc:
-        raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
-    return validator
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
-        return "it refers to itself without end"
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
 def unfence(text: str) -> str:
     """The inside of a Markdown code fence (```json ... ```), in linear time: the reply is the
     upstream's, so no backtracking pattern may run over it."""
@@ -105,22 +62,16 @@ def parse_json_reply(text: str) -> Any:
     return json.loads(unfence(text.strip()))
 
 
-def _problem(text: str, validator: Validator | None) -> tuple[Any, str | None]:
+async def _problem(text: str, schema_json: str | None, schemas: SchemaChecker) -> tuple[Any, str | None]:
     """(value, None) when the reply is good, else (None, what is wrong)."""
     try:
         value = parse_json_reply(text)
     except ValueError as exc:
         return None, f"is not valid JSON ({exc})"
-    if validator is not None:
-        from jsonschema.exceptions import best_match
-
-        try:
-            error = best_match(validator.iter_errors(value))
-        except (Exception, RecursionError) as exc:
-            raise InvalidArguments(f"schema cannot be used: {_reason(exc)}") from None
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return None, f"does not match the schema at {where} ({error.message})"
+    if schema_json is not None:
+        problem = await schemas.mismatch(schema_json, value)
+        if problem is not None:
+            return None, problem
     return value, None
 
 
@@ -141,10 +92,14 @@ async def run_json(
     args: ChatArgs,
     schema: Any,
     listener: StreamListener | None,
+    schemas: SchemaChecker,
 ) -> JsonOutcome:
     """Ask for JSON, repair once if needed, and return the parsed value."""
-    validator = check_schema(schema)
-    request = service.prepare(args, json_mode=True, system_suffix=instruction(schema if validator else None))
+    wanted = parse_schema_arg(schema)
+    schema_json = precheck(wanted) if wanted is not None else None
+    request = service.prepare(args, json_mode=True, system_suffix=instruction(wanted))
+    if schema_json is not None:
+        await schemas.check(schema_json)
     usage = Usage()
     problem = ""
     text = ""
@@ -152,7 +107,7 @@ async def run_json(
         completed = await service.complete(request, listener=listener)
         usage = _add(usage, completed.reply.usage)
         text = completed.reply.text
-        value, found = _problem(text, validator)
+        value, found = await _problem(text, schema_json, schemas)
         if found is None:
             return JsonOutcome(value, json.dumps(value, ensure_ascii=False), completed, usage, attempt)
         problem = found

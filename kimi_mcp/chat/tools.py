@@ -20,6 +20,7 @@ from .conversations import ChatTurn, Conversations
 from .generations import Generation, Generations
 from .json_answers import JsonOutcome, run_json
 from .progress import ProgressSink, ProgressThrottle
+from .schemas import SchemaChecker
 from .service import ChatArgs, ChatService
 
 __all__ = ["LOCAL", "ChatHandover", "ChatTools", "Finished", "Partial"]
@@ -53,8 +54,9 @@ class ChatTools:
     """The tools' logic over the process's shared parts (built once by `kimi_mcp.runtime`)."""
 
     def __init__(self, service: ChatService, conversations: Conversations, generations: Generations,
-                 soft_deadline: float) -> None:
+                 soft_deadline: float, schemas: SchemaChecker | None = None) -> None:
         self.service = service
+        self.schemas = schemas or SchemaChecker()
         self.conversations = conversations
         self.generations = generations
         self.soft_deadline = soft_deadline
@@ -119,7 +121,7 @@ class ChatTools:
         async with anyio.create_task_group() as tg:  # for the throttle's held-back sends
             listener = ProgressThrottle(sink, task_group=tg) if sink is not None else None
             try:
-                outcome = await run_json(self.service, args, schema, listener)
+                outcome = await run_json(self.service, args, schema, listener, self.schemas)
             except KimiError as error:  # raised past the task group, which would wrap it in a group
                 failed = error
             finally:

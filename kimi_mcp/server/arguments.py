@@ -55,8 +55,9 @@ ThinkingArg = Annotated[Literal["enabled", "disabled"] | None, Field(description
     "kimi-k2.5 only: enabled (default, deeper and slower) or disabled (fast). Refused on other models."))]
 IncludeReasoning = Annotated[bool, Field(description=(
     "Add the model's reasoning to the structured result (the text stays the answer alone)."))]
-SchemaArg = Annotated[dict[str, Any] | None, Field(description=(
-    "Optional JSON Schema the answer must match; a mismatching answer is repaired once."))]
+SchemaArg = Annotated[dict[str, Any] | str | None, Field(description=(
+    "Optional JSON Schema the answer must match (an object, or the same as a JSON string); "
+    "a mismatching answer is repaired once."))]
 ConversationId = Annotated[str | None, Field(max_length=200, description=(
     "Continue a stored conversation: pass the conversation_id of an earlier kimi_chat result. "
     "Leave out to start a new conversation."))]

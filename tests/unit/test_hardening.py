@@ -72,7 +72,7 @@ def test_html_title_is_found_in_linear_time() -> None:
 def test_a_surrogate_pair_split_across_chunks_is_joined() -> None:
     acc = StreamAccumulator()
     for piece in ("Hi \\ud83d", "\\ude00!"):
-        acc.feed_line('data: {"choices": [{"delta": {"content": "%s"}}]}' % piece)
+        acc.feed_line('data: {"choices": [{"delta": {"content": "' + piece + '"}}]}')
         acc.feed_line("")
     assert acc.text == "Hi \U0001F600!"
     assert acc.content_chars == len(acc.text)
@@ -81,8 +81,8 @@ def test_a_surrogate_pair_split_across_chunks_is_joined() -> None:
 def test_lone_surrogates_are_replaced_not_fatal() -> None:
     acc = StreamAccumulator()
     for piece in ("a\\udc00b", "c\\ud83d"):
-        acc.feed_line('data: {"choices": [{"delta": {"reasoning_content": "%s", "content": "%s"}}]}'
-                      % (piece, piece))
+        acc.feed_line('data: {"choices": [{"delta": {"reasoning_content": "' + piece + '", "content": "'
+                      + piece + '"}}]}')
         acc.feed_line("")
     reply = acc.reply()
     assert reply.text == reply.reasoning == "a\ufffdbc\ufffd"
@@ -154,7 +154,7 @@ async def test_an_html_200_page_is_an_invalid_response_not_a_network_error(strea
     async def ignore(acc: StreamAccumulator) -> None:
         return None
 
-    with pytest.raises(InvalidResponse, match="HTML page \\(Captive portal\\)") as raised:
+    with pytest.raises(InvalidResponse, match=r"HTML page \(Captive portal\)") as raised:
         await client.chat({**BODY, "stream": stream}, on_delta=ignore if stream else None)
     assert len(seen) == 1 and not raised.value.auto_retry
 
@@ -162,7 +162,7 @@ async def test_an_html_200_page_is_an_invalid_response_not_a_network_error(strea
 @pytest.mark.anyio
 async def test_a_200_body_carrying_an_error_keeps_the_upstream_message() -> None:
     client, seen = client_for(httpx2.Response(200, json={"error": {"code": "used_up", "message": "No balance."}}))
-    with pytest.raises(InsufficientBalance, match="No balance."):
+    with pytest.raises(InsufficientBalance, match=r"No balance\."):
         await client.chat(dict(BODY))
     assert len(seen) == 1
 
