@@ -1,7 +1,7 @@
 """A load run over Streamable HTTP with injected upstream faults, and what it proves.
 
-    python benchmarks/load.py                      # full size: 2,000 calls, 64 at once, 5 % faults
-    python benchmarks/load.py --calls 200 --concurrency 32
+    python -m benchmarks.load                      # full size: 2,000 calls, 64 at once, 5 % faults
+    python -m benchmarks.load --calls 200 --concurrency 32
 
 A real `python -m kimi_mcp --transport streamable-http` subprocess talks to the loopback fake of
 the Ace API, whose answer queue mixes replies with 500s, 429s and 503s (Retry-After: 0), resets
@@ -9,7 +9,7 @@ before the headers, cut streams and 400s. Clients drive `kimi_chat` calls on a f
 conversations (and some `kimi_json` calls). Afterwards it checks that every call was answered
 (a result or a clean error), that the server is still up with no traceback on stderr, that every
 conversation holds exactly the turns of its successful calls (none lost, none twice), and how the
-server's resident memory moved. `tests/test_load.py` runs the same at a small size.
+server's resident memory moved. `tests/e2e/test_load.py` runs the same at a small size.
 """
 
 from __future__ import annotations
@@ -30,18 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult
+
+from tests.support.fake_ace import FakeAce, FakeResponse, ace_error, cut, raw, reply
+from tests.support.harness import free_port, server_env, stop_process, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import anyio  # noqa: E402
-import httpx2  # noqa: E402
-from mcp import Client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp_types import CallToolResult  # noqa: E402
-
-from tests.fake_ace import FakeAce, FakeResponse, ace_error, cut, raw, reply  # noqa: E402
-from tests.harness import free_port, server_env, stop_process, wait_for_port  # noqa: E402
 
 __all__ = ["LoadReport", "fault_script", "main", "rss_kib", "run_load"]
 
@@ -301,7 +299,8 @@ def _turn_problems(cid: str, index: int, turns: list[dict[str, Any]], prompts: l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kimi-mcp load run over Streamable HTTP with injected faults.")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load",
+                                     description="kimi-mcp load run over Streamable HTTP with injected faults.")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--fault-rate", type=float, default=0.05)

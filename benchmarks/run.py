@@ -1,11 +1,11 @@
 """kimi-mcp's benchmark suite: one command, every figure side by side with its baseline.
 
-    python benchmarks/run.py            # the full run (a few minutes)
-    python benchmarks/run.py --quick    # a tiny run (seconds) that only proves the suite works
-    python benchmarks/run.py --only per_call,startup --json results.json
-    python benchmarks/run.py --only per_call --ours patched_kimi.py   # try a fix side by side
+    python -m benchmarks.run            # the full run (a few minutes), from the repository root
+    python -m benchmarks.run --quick    # a tiny run (seconds) that only proves the suite works
+    python -m benchmarks.run --only per_call,startup --json results.json
+    python -m benchmarks.run --only per_call --ours patched_kimi.py   # try a fix side by side
 
-It starts the loopback fake of the Ace API (`tests/fake_ace.py`, in its own process unless a
+It starts the loopback fake of the Ace API (`tests/support/fake_ace.py`, in its own process unless a
 figure needs per-chunk timestamps), real kimi-mcp servers (`python -m kimi_mcp`) and the SDK's
 floor (`benchmarks/floor_server.py`: a bare MCPServer whose one tool makes the same POST), drives
 them with the SDK's own client, and prints a Markdown table (figure, ours, baseline, difference,
@@ -40,27 +40,25 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
 
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from kimi_mcp.store import Limits, SQLiteStore, Turn, new_conversation_id
+from tests.support import fake_ace
+from tests.support.fake_ace import CHAT_PATH, DEFAULT_TOKEN, FakeAce, reply
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import anyio  # noqa: E402
-import httpx2  # noqa: E402
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-
-from kimi_mcp.store import Limits, SQLiteStore, Turn, new_conversation_id  # noqa: E402
-from tests import fake_ace  # noqa: E402
-from tests.fake_ace import CHAT_PATH, DEFAULT_TOKEN, FakeAce, reply  # noqa: E402
 
 FLOOR = ROOT / "benchmarks" / "floor_server.py"
-FAKE = ROOT / "tests" / "fake_ace.py"
+FAKE = ROOT / "tests" / "support" / "fake_ace.py"
 PROMPT = "Say hello."
 MAX_CONCURRENCY = 512  # KIMI_MAX_CONCURRENCY for the per-call/concurrency servers (default 50)
 UPSTREAM_LATENCY = 0.2
 HTTP_ONLY = ("starlette", "uvicorn", "sse_starlette", "h11", "multipart", "python_multipart",
-             "kimi_mcp.http_app", "mcp.server.streamable_http", "mcp.server.sse", "mcp.server._streamable_http_modern")
+             "kimi_mcp.server.http", "mcp.server.streamable_http", "mcp.server.sse", "mcp.server._streamable_http_modern")
 
 
 # --------------------------------------------------------------------------- plan and results
@@ -235,7 +233,7 @@ async def http_server(argv: Sequence[str], env: dict[str, str], extra: Sequence[
     """A Streamable HTTP server subprocess on a free loopback port, and a client with a pool big
     enough for the largest burst. The client's keep-alive expiry (2 s) stays under uvicorn's 5 s,
     so it never reuses a connection the server is closing."""
-    from tests.harness import free_port, stop_process, wait_for_port
+    from tests.support.harness import free_port, stop_process, wait_for_port
 
     port = free_port()
     with tempfile.TemporaryFile("w+") as log, show_log_on_error(log):
@@ -265,7 +263,7 @@ def server(kind: str, transport: str, base_url: str, **env: str) -> Any:
 
 @contextmanager
 def fake_process(latency: float = 0.0) -> Iterator[str]:
-    """`python tests/fake_ace.py` in its own process (so it does not share our event loop or GIL)."""
+    """`python tests/support/fake_ace.py` in its own process (so it does not share our event loop or GIL)."""
     proc = subprocess.Popen([sys.executable, str(FAKE), "--port", "0", "--latency", str(latency)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -632,7 +630,7 @@ async def startup_phase(plan: Plan, res: Results) -> None:
         packages = ", ".join(sorted({m.split(".")[0] for m in ours_http}))
         res.detail("startup_imports_http", f"ours: {len(ours_http)} modules, {http_ms['ours']:.0f} ms of import time; "
                                            f"floor: {len(floor_http)} modules, {http_ms['floor']:.0f} ms. "
-                                           f"kimi_mcp.http_app imported: {'kimi_mcp.http_app' in ours_http}. "
+                                           f"kimi_mcp.server.http imported: {'kimi_mcp.server.http' in ours_http}. "
                                            f"Top-level packages: {packages}")
 
 
@@ -806,7 +804,7 @@ DETAIL_HEADERS = {
 
 def render(res: Results, plan: Plan, argv: Sequence[str], elapsed: float) -> str:
     out = ["# kimi-mcp benchmarks" + (" (--quick: tiny run, figures not meaningful)" if plan.quick else ""), ""]
-    command = " ".join(["python benchmarks/run.py", *argv])
+    command = " ".join(["python -m benchmarks.run", *argv])
     out += [f"Command: `{command}` ({elapsed:.0f} s)", ""]
     out += ["| figure | ours | baseline | difference | target | met? |", "|---|---|---|---|---|---|"]
     for row in res.rows:
@@ -862,7 +860,8 @@ async def run(plan: Plan, only: Sequence[str]) -> Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="kimi-mcp benchmarks: prints a Markdown table on stdout.")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
+                                     description="kimi-mcp benchmarks: prints a Markdown table on stdout.")
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds) that only checks the suite works")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases (default all: {','.join(PHASES)}; per_call includes concurrency)")

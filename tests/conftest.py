@@ -1,9 +1,44 @@
-"""Shared fixtures: the anyio backend for async tests (session-scoped so async fixtures of any
-scope can use it)."""
+"""Fixtures shared by the whole suite: the anyio backend, and the loopback fake of the Ace API.
+
+`fake` is one `FakeAce` per test module (starting one costs a thread and a port, and the
+module-scoped servers built on it outlive single tests). Every test that uses it, directly or
+through another fixture, starts and ends with an empty script, no recorded requests and no
+latency, so tests in a module never see each other's traffic.
+"""
+
+from collections.abc import Iterator
 
 import pytest
+
+from tests.support.fake_ace import FakeAce
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    """Session-scoped, so async fixtures of any scope can use it."""
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeAce]:
+    """The loopback fake of the Ace API, shared by the module's tests (and its module-scoped servers)."""
+    with FakeAce() as server:
+        yield server
+
+
+def _clear(fake: FakeAce) -> None:
+    fake.reset()
+    fake.latency = 0.0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Reset the fake around every test that uses it; tests that do not are left alone (no fake
+    is started for them)."""
+    if "fake" not in request.fixturenames:
+        yield
+        return
+    fake: FakeAce = request.getfixturevalue("fake")
+    _clear(fake)
+    yield
+    _clear(fake)

@@ -19,8 +19,8 @@
 #
 # Environment:
 #   KIMI_MCP_PY        python that has kimi_mcp (default .venv/bin/python, else python3)
-#   FAKE_URL           base URL of a running fake Ace API (tests/fake_ace.py). When unset and
-#                      the server needs one, this script starts `tests/fake_ace.py --port 0` itself.
+#   FAKE_URL           base URL of a running fake Ace API (tests/support/fake_ace.py). When unset and
+#                      the server needs one, this script starts `tests/support/fake_ace.py --port 0` itself.
 #   KIMI_MCP_STANDIN   1: test .ci/third_party/standin_server.py (no upstream; the 429
 #                      injection is SKIPped and a stand-in-only error prompt is used instead);
 #                      upstream: the stand-in answering through the fake Ace API.
@@ -65,11 +65,11 @@ trap 'echo "FAIL: stopped by SIGTERM (the INSPECTOR_TOTAL_TIMEOUT limit, default
 # ---------------------------------------------------------------- the fake Ace API
 
 start_fake() {
-  if [ ! -f "$ROOT/tests/fake_ace.py" ]; then
-    fail "FAKE_URL is unset and tests/fake_ace.py does not exist (set KIMI_MCP_STANDIN=1 to test the stand-in)"
+  if [ ! -f "$ROOT/tests/support/fake_ace.py" ]; then
+    fail "FAKE_URL is unset and tests/support/fake_ace.py does not exist (set KIMI_MCP_STANDIN=1 to test the stand-in)"
     return 1
   fi
-  "$KIMI_MCP_PY" "$ROOT/tests/fake_ace.py" --port 0 >"$WORK/fake.out" 2>"$WORK/fake.err" &
+  "$KIMI_MCP_PY" "$ROOT/tests/support/fake_ace.py" --port 0 >"$WORK/fake.out" 2>"$WORK/fake.err" &
   FAKE_PID=$!
   local deadline=$((SECONDS + 20))
   while [ $SECONDS -lt $deadline ] && ! [ -s "$WORK/fake.out" ]; do
@@ -78,7 +78,7 @@ start_fake() {
   done
   FAKE_URL="$(head -n 1 "$WORK/fake.out" 2>/dev/null)"
   if [ -z "$FAKE_URL" ]; then
-    fail "tests/fake_ace.py --port 0 printed no URL within 20s: $(tail -c 400 "$WORK/fake.err")"
+    fail "tests/support/fake_ace.py --port 0 printed no URL within 20s: $(tail -c 400 "$WORK/fake.err")"
     return 1
   fi
   log "started the fake Ace API at $FAKE_URL (pid $FAKE_PID)"

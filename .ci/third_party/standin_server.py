@@ -8,7 +8,7 @@ Command line (same shape as `python -m kimi_mcp`):
 
     python standin_server.py                                   # stdio
     python standin_server.py --transport streamable-http --port 8765 [--host 127.0.0.1]
-    ... --upstream      # answer through the Ace API at ACEDATACLOUD_API_BASE_URL (e.g. tests/fake_ace.py)
+    ... --upstream      # answer through the Ace API at ACEDATACLOUD_API_BASE_URL (e.g. tests/support/fake_ace.py)
 
 Like the real server it wants ACEDATACLOUD_API_TOKEN in its environment: a
 tool call without it is an `isError` result (which proves that env vars reach

@@ -1,0 +1,1 @@
+"""The command line: flags, start-up refusals and the user-facing commands."""

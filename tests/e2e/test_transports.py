@@ -1,0 +1,140 @@
+"""End to end over the real transports: stdio, Streamable HTTP and HTTP+SSE subprocesses, each
+in both protocol eras (modern and legacy), against the loopback Ace fake.
+
+One server per (transport, era) serves the whole module. The servers log at DEBUG so that the
+check that the token never reaches stderr covers as many log lines as possible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from tests.support.fake_ace import FakeAce, ace_error, reply
+from tests.support.harness import Era, Kind, ServerLog, connect
+
+pytestmark = pytest.mark.anyio
+
+SERVERS: list[tuple[Kind, Era]] = [(k, e) for k in ("stdio", "http", "sse") for e in ("modern", "legacy")]
+ENV = {"KIMI_MAX_RETRIES": "0", "LOG_LEVEL": "DEBUG"}
+
+
+@dataclass
+class Served:
+    """A running server of one kind and era, and everything its callers were shown."""
+
+    client: Client
+    log: ServerLog
+    kind: Kind
+    era: Era
+    shown: list[str] = field(default_factory=list)
+
+    async def call(self, tool: str, args: dict[str, Any], **kw: Any) -> Any:
+        result = await self.client.call_tool(tool, args, read_timeout_seconds=30, **kw)
+        self.shown.append(result.model_dump_json())
+        return result
+
+
+@pytest.fixture(scope="module", params=SERVERS, ids=[f"{k}-{e}" for k, e in SERVERS])
+async def served(request: pytest.FixtureRequest, fake: FakeAce) -> AsyncIterator[Served]:
+    kind, era = request.param
+    log = ServerLog()
+    async with connect(kind, fake, era=era, env=ENV, log=log) as client:
+        yield Served(client, log, kind, era)
+
+
+async def test_listing(served: Served) -> None:
+    tools = {t.name for t in (await served.client.list_tools()).tools}
+    assert tools == {"kimi_chat", "kimi_json", "kimi_list_conversations", "kimi_read_conversation",
+                     "kimi_delete_conversation"}
+    resources = {str(r.uri) for r in (await served.client.list_resources()).resources}
+    assert {"kimi://models", "kimi://conversations"} <= resources
+    templates = {t.uri_template for t in (await served.client.list_resource_templates()).resource_templates}
+    assert "kimi://models/{model_id}" in templates
+    models = json.loads((await served.client.read_resource("kimi://models")).contents[0].text)  # type: ignore[union-attr]
+    assert len(models["models"]) == 7
+    assert models["default_model"] == "kimi-k2.5"
+
+
+async def test_chat(served: Served, fake: FakeAce) -> None:
+    answer = " Bonjour! Ça va? 你好。"
+    fake.script(reply(answer, reasoning="The user greets me.", chunk_size=5))
+    seen: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, message))
+
+    result = await served.call("kimi_chat", {"prompt": "Say hi", "system": "Be warm."},
+                               progress_callback=on_progress)
+    assert result.is_error is False
+    assert result.content[0].text == answer
+    out = result.structured_content
+    assert (out["text"], out["model"], out["finish_reason"]) == (answer, "kimi-k2.5", "stop")
+    assert out["conversation_id"].startswith("conv_")
+    body = fake.requests[0].json
+    assert len(fake.requests) == 1
+    assert body["messages"] == [{"role": "system", "content": "Be warm."}, {"role": "user", "content": "Say hi"}]
+    assert body["stream"] is True
+    assert seen, "no progress over this transport"
+    progress = [p for p, _ in seen]
+    assert progress == sorted(set(progress))
+    assert seen[-1][1] == answer
+
+
+async def test_json(served: Served, fake: FakeAce) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fake.script(reply('```json\n{"n": 42}\n```'))
+    result = await served.call("kimi_json", {"prompt": "The answer?", "schema": schema})
+    assert result.is_error is False
+    assert result.structured_content["value"] == {"n": 42}
+    assert json.loads(result.content[0].text) == {"n": 42}
+    body = fake.requests[0].json
+    assert body["response_format"] == {"type": "json_object"}
+    assert json.dumps(schema) in body["messages"][0]["content"]
+
+
+async def test_error_then_answers(served: Served, fake: FakeAce) -> None:
+    fake.script(ace_error(403, "used_up", "Your balance is used up.", trace_id="tr-used-up"))
+    result = await served.call("kimi_chat", {"prompt": "p"})
+    assert result.is_error is True
+    error = result.structured_content["error"]
+    assert {k: error[k] for k in ("kind", "status", "code", "message", "retryable", "retry_after_s", "trace_id")} == {
+        "kind": "insufficient_balance", "status": 403, "code": "used_up", "message": "Your balance is used up.",
+        "retryable": False, "retry_after_s": None, "trace_id": "tr-used-up"}
+    assert "recharge" in error["hint"]
+    assert "\n" not in result.content[0].text
+    assert len(fake.requests) == 1
+    # bad arguments are a result too, not a protocol error
+    bad = await served.call("kimi_chat", {"prompt": "p", "temperature": 9})
+    assert bad.structured_content["error"]["kind"] == "invalid_arguments"
+    fake.reset()
+    again = await served.call("kimi_chat", {"prompt": "again"})
+    assert again.is_error is False
+    assert again.content[0].text == "Hello from fake Kimi."
+    assert fake.requests[0].json["messages"] == [{"role": "user", "content": "again"}]
+
+
+async def test_token_never_shown(served: Served, fake: FakeAce) -> None:
+    """Not in any result the callers saw, nor in the server's stderr, which is not empty."""
+    fake.script(ace_error(401, "invalid_token", f"token {fake.token} is invalid"))
+    result = await served.call("kimi_chat", {"prompt": "p"})
+    assert result.structured_content["error"]["kind"] == "auth"
+    assert "****" in result.structured_content["error"]["message"]  # an upstream echo is masked
+    # A caller's arguments are logged at DEBUG: the log filter must mask the token there too.
+    fake.reset()
+    pasted = await served.call("kimi_chat", {"prompt": f"is {fake.token} a valid key?"})
+    assert pasted.is_error is False
+    assert fake.token in fake.requests[0].json["messages"][0]["content"]  # sent upstream as asked
+    assert served.shown  # this and any earlier tests' results on this server
+    for shown in served.shown:
+        assert fake.token not in shown
+    log = served.log.text()
+    assert "kimi-mcp starting" in log
+    assert "'api_token': 'set (****)'" in log
+    assert len(log.splitlines()) > 3
+    assert fake.token not in log

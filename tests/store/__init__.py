@@ -1,0 +1,1 @@
+"""The store layer: the contract every conversation store backend passes."""

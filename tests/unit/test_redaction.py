@@ -1,0 +1,47 @@
+"""`kimi_mcp.redaction`: the logging filter masks secrets in messages, arguments and tracebacks, and
+`redact_value` masks them inside nested values."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from kimi_mcp.redaction import MASK, RedactingFilter, redact_value
+
+TOKEN = "sk-ace-UNIT-TEST-token-9f8e7d6c5b4a"
+
+
+class TestRedaction:
+    def test_filter_masks_message_args_and_exception(self) -> None:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.addFilter(RedactingFilter((TOKEN, "")))
+        logger = logging.getLogger("kimi_mcp.tests.redaction")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+        try:
+            logger.info("header Bearer " + TOKEN)
+            logger.warning("token is %s and %r", TOKEN, {"auth": TOKEN})
+            try:
+                raise RuntimeError(f"request failed with Authorization: Bearer {TOKEN}")
+            except RuntimeError:
+                logger.exception("call failed for %s", TOKEN)
+            logger.info("stack", stack_info=True, extra={})
+        finally:
+            logger.removeHandler(handler)
+        out = stream.getvalue()
+        assert TOKEN not in out
+        assert out.count(MASK) >= 5
+        assert "RuntimeError: request failed with Authorization: Bearer ****" in out
+        assert "Traceback" in out
+
+    def test_filter_without_secrets_leaves_records(self) -> None:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "a %s", ("b",), None)
+        assert RedactingFilter(("",)).filter(record)
+        assert record.getMessage() == "a b"
+
+    def test_redact_value(self) -> None:
+        value = {"a": [TOKEN, {"b": f"x{TOKEN}y"}], "n": 1, "none": None}
+        assert redact_value(value, (TOKEN,)) == {"a": [MASK, {"b": f"x{MASK}y"}], "n": 1, "none": None}

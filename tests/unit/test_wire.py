@@ -1,0 +1,143 @@
+"""`kimi_mcp.upstream.wire`: the request body built from a chat request (sampling rules applied and
+reported, thinking switch, every optional field), and a plain completion parsed into a reply."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kimi_mcp.errors import InvalidResponse
+from kimi_mcp.upstream.wire import ChatRequest, Message, build_body, parse_completion
+from tests.unit.samples import model
+
+# --------------------------------------------------------------------------- build_body
+
+
+def request(model_id: str, **kw: Any) -> ChatRequest:
+    return ChatRequest(model=model(model_id), messages=(Message("user", "hi"),), **kw)
+
+
+class TestBuildBody:
+    def test_k25_thinking_temperature(self) -> None:
+        body, adjusted = build_body(request("kimi-k2.5", temperature=0.3), stream=False)
+        assert body["temperature"] == 1.0
+        assert [(a.param, a.requested, a.used) for a in adjusted] == [("temperature", 0.3, 1.0)]
+        assert "thinking" in adjusted[0].reason
+        assert "thinking" not in body  # the model's default: not sent
+
+    def test_k25_no_thinking_temperature_and_top_p(self) -> None:
+        body, adjusted = build_body(request("kimi-k2.5", temperature=0.3, top_p=0.5, thinking=False), stream=False)
+        assert body["temperature"] == 0.6
+        assert body["top_p"] == 0.95
+        assert body["thinking"] == {"type": "disabled"}
+        assert [(a.param, a.requested, a.used) for a in adjusted] == [("temperature", 0.3, 0.6), ("top_p", 0.5, 0.95)]
+
+    def test_allowed_values_are_not_adjusted(self) -> None:
+        body, adjusted = build_body(request("kimi-k2.5", temperature=1.0, top_p=0.95, thinking=True), stream=False)
+        assert (body["temperature"], body["top_p"], body["thinking"]) == (1.0, 0.95, {"type": "enabled"})
+        assert adjusted == []
+
+    def test_instruct_temperature_capped(self) -> None:
+        body, adjusted = build_body(request("kimi-k2-instruct-0905", temperature=1.5), stream=False)
+        assert body["temperature"] == 1.0
+        assert [(a.param, a.requested, a.used) for a in adjusted] == [("temperature", 1.5, 1.0)]
+        body, adjusted = build_body(request("kimi-k2-instruct-0905", temperature=0.4, top_p=0.3), stream=False)
+        assert (body["temperature"], body["top_p"], adjusted) == (0.4, 0.3, [])
+
+    def test_no_rules_model_passes_values(self) -> None:
+        body, adjusted = build_body(request("kimi-k2-thinking", temperature=1.7), stream=False)
+        assert body["temperature"] == 1.7 and adjusted == []
+
+    def test_fields(self) -> None:
+        req = ChatRequest(
+            model=model("kimi-k2-turbo-preview"),
+            messages=(Message("system", "be brief"), Message("user", "q"), Message("assistant", "a", "why"),
+                      Message("user", "q2", "ignored")),
+            max_tokens=123, stop=("END", "STOP"), json_mode=True,
+        )
+        body, _ = build_body(req, stream=True)
+        assert body == {
+            "model": "kimi-k2-turbo-preview",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "reasoning_content": "why"},
+                {"role": "user", "content": "q2"},
+            ],
+            "max_tokens": 123,
+            "stop": ["END", "STOP"],
+            "response_format": {"type": "json_object"},
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    def test_minimal_body(self) -> None:
+        body, _ = build_body(request("kimi-k2.5"), stream=False)
+        assert body == {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hi"}]}
+
+
+# --------------------------------------------------------------------------- parse_completion
+
+
+REFERENCE_BODY: dict[str, Any] = {
+    "id": "chatcmpl-b5d9e1b799c137e3", "object": "chat.completion", "created": 1770991864,
+    "model": "kimi-k2.5",
+    "choices": [{"index": 0,
+                 "message": {"role": "assistant", "content": " Hello! How can I help you today?",
+                             "refusal": None, "reasoning_content": " The user said hello...",
+                             "reasoning": " The user said hello...", "tool_calls": []},
+                 "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 184, "total_tokens": 193,
+              "prompt_tokens_details": {"cached_tokens_details": {}}, "completion_tokens_details": {}},
+}
+
+
+class TestParseCompletion:
+    def test_reference_body(self) -> None:
+        reply = parse_completion(REFERENCE_BODY)
+        assert reply.id == "chatcmpl-b5d9e1b799c137e3"
+        assert reply.model == "kimi-k2.5"
+        assert reply.text == " Hello! How can I help you today?"  # the leading space is kept
+        assert reply.reasoning == " The user said hello..."
+        assert reply.finish_reason == "stop"
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (9, 184, 193)
+        assert reply.usage.reasoning_tokens is None and reply.usage.cached_tokens is None
+
+    def test_reasoning_key_alone(self) -> None:
+        body = json.loads(json.dumps(REFERENCE_BODY))
+        del body["choices"][0]["message"]["reasoning_content"]
+        body["choices"][0]["message"]["reasoning"] = "only here"
+        assert parse_completion(body).reasoning == "only here"
+        del body["choices"][0]["message"]["reasoning"]
+        assert parse_completion(body).reasoning == ""
+
+    def test_moonshot_usage_and_content_parts(self) -> None:
+        body = {
+            "id": "x", "model": "kimi-k2-thinking",
+            "choices": [{"message": {"role": "assistant", "content": [{"type": "text", "text": "a"},
+                                                                      {"type": "image_url"},
+                                                                      {"type": "text", "text": "b"}]},
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "cached_tokens": 3,
+                      "completion_tokens_details": {"reasoning_tokens": 6}},
+        }
+        reply = parse_completion(body)
+        assert reply.text == "ab"
+        assert reply.finish_reason == "length"
+        assert (reply.usage.total_tokens, reply.usage.cached_tokens, reply.usage.reasoning_tokens) == (12, 3, 6)
+
+    @pytest.mark.parametrize("body", [
+        {"id": "x", "object": "chat.completion"},
+        {"choices": []},
+        {"choices": ["nope"]},
+        {"choices": [{"index": 0}]},
+        {"error": {"message": "x"}},
+        [1, 2],
+        "text",
+        None,
+    ])
+    def test_not_a_completion(self, body: Any) -> None:
+        with pytest.raises(InvalidResponse):
+            parse_completion(body)
