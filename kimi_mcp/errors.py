@@ -99,9 +99,12 @@ class KimiError(Exception):
         out.update(self.details)
         return out
 
+    label: ClassVar[str] = ""
+    """How `line` begins, for failures that never involved Kimi (default: "Kimi <kind> error")."""
+
     def line(self) -> str:
         """One readable line: what happened and what to do."""
-        head = f"Kimi {self.kind.replace('_', ' ')} error"
+        head = self.label or f"Kimi {self.kind.replace('_', ' ')} error"
         if self.status is not None:
             head += f" (HTTP {self.status}{', ' + self.code if self.code else ''})"
         text = f"{head}: {self.message}"
@@ -110,6 +113,7 @@ class KimiError(Exception):
 
 class InvalidArguments(KimiError):
     kind = "invalid_arguments"
+    label = "Invalid arguments"
     default_hint = "fix the arguments and call again"
 
 
@@ -191,6 +195,7 @@ class InvalidJSON(KimiError):
 
 class StorageFailure(KimiError):
     kind = "storage"
+    label = "Conversation store error"
     default_hint = "the conversation store failed; nothing was saved. Check KIMI_STORE's disk, or use KIMI_STORE=memory"
 
 
@@ -206,4 +211,5 @@ class InternalError(KimiError):
     """A bug of ours: the call failed but the server keeps serving."""
 
     kind = "internal"
+    label = "kimi-mcp internal error"
     default_hint = "an unexpected server error; the details are in the server's log"

@@ -21,6 +21,9 @@ from .upstream import KimiClient, RetryPolicy, Timeouts, make_http_client
 
 __all__ = ["open_runtime"]
 
+CLOSE_S = 5.0
+"""At most this long to close the store (SQLite checkpoints its WAL) and the schema workers."""
+
 
 @asynccontextmanager
 async def open_runtime(
@@ -43,5 +46,7 @@ async def open_runtime(
             yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas)
         finally:
             tg.cancel_scope.cancel()
-            await schemas.close()
-            await store.close()
+            # Shielded (this may run because the process is being cancelled) and bounded.
+            with anyio.move_on_after(CLOSE_S, shield=True):
+                await schemas.close()
+                await store.close()

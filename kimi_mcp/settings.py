@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["OPTIONS", "Option", "Secret", "Settings", "SettingsError"]
+__all__ = ["OPTIONS", "TOKEN_PLACEHOLDER", "Option", "Secret", "Settings", "SettingsError"]
 
 
 class SettingsError(ValueError):
@@ -51,9 +51,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+TOKEN_PLACEHOLDER = "<your-ace-token>"
+"""What `kimi-mcp config` writes instead of a token: it counts as not set."""
+
+
 def _secret(raw: str) -> Secret | None:
     value = raw.strip()
-    return Secret(value) if value else None
+    return Secret(value) if value and value != TOKEN_PLACEHOLDER else None
 
 
 def _http_url(raw: str) -> str:

@@ -40,6 +40,22 @@ class ChatOptions:
     thinking: Literal["enabled", "disabled"] | None = None
 
 
+_COMMAND_WORDS = (
+    ("leave conversation_id out", "leave --conversation out"),
+    ("conversation_id", "--conversation"),
+    ("a larger max_tokens", "a larger --max-tokens"),
+    ("(max_tokens)", "(--max-tokens)"),
+    ("fix the arguments and call again", "fix the command and run it again"),
+)
+
+
+def command_words(text: str) -> str:
+    """A message written for a host's model (tool argument names), in this command's words (flags)."""
+    for tool_words, flag_words in _COMMAND_WORDS:
+        text = text.replace(tool_words, flag_words)
+    return text
+
+
 class UsageError(Exception):
     """A command-line mistake found after parsing (exit status 2)."""
 
@@ -48,10 +64,13 @@ class TerminalStream:
     """A `StreamListener` that writes each new piece of the answer to stdout as it arrives, and the
     reasoning (when asked) dimmed to stderr."""
 
-    def __init__(self, out: Painter, err: Painter, *, show_reasoning: bool) -> None:
+    def __init__(self, out: Painter, err: Painter, *, show_reasoning: bool, status: bool | None = None) -> None:
         self.out = out
         self.err = err
         self.show_reasoning = show_reasoning
+        # A dim, overwritten "thinking..." line on a terminal, so a thinking model is never a blank screen.
+        self.status_line = err.is_terminal() if status is None else status
+        self._status_shown = False
         self._acc: StreamAccumulator | None = None
         self._text = 0
         self._reasoning = 0
@@ -61,6 +80,9 @@ class TerminalStream:
     async def update(self, acc: StreamAccumulator) -> None:
         if acc is not self._acc:  # a new attempt starts from nothing
             self._acc, self._text, self._reasoning = acc, 0, 0
+        if not self.show_reasoning and self.status_line and not acc.content_chars and acc.reasoning_chars:
+            self.err.write("\r\x1b[2K" + self.err.style(f"thinking… {acc.reasoning_chars:,} characters", "dim"))
+            self._status_shown = True
         if self.show_reasoning and acc.reasoning_chars > self._reasoning:
             if not self._in_reasoning:
                 self.err.write(self.err.start("dim"))
@@ -68,6 +90,7 @@ class TerminalStream:
             self.err.write(acc.reasoning[self._reasoning:])
             self._reasoning = acc.reasoning_chars
         if acc.content_chars > self._text:
+            self._clear_status()
             self._end_reasoning()
             piece = acc.text[self._text:]
             self.out.write(piece)
@@ -83,6 +106,11 @@ class TerminalStream:
     async def flush(self) -> None:
         self._end_reasoning()
 
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            self.err.write("\r\x1b[2K")
+            self._status_shown = False
+
     def _end_reasoning(self) -> None:
         if self._in_reasoning:
             self.err.write(self.err.end() + "\n\n")
@@ -90,6 +118,7 @@ class TerminalStream:
 
     def finish(self) -> None:
         """End the answer with a newline, so the shell prompt starts on its own line."""
+        self._clear_status()
         self._end_reasoning()
         if self._last_char != "\n":
             self.out.write("\n")
@@ -139,20 +168,21 @@ async def _ask(settings: Settings, options: ChatOptions, args: ChatArgs, schema:
                                                  listener=stream)
         except KimiError as error:
             stream.finish()
-            err.write(err.style("kimi-mcp: " + redact(error.line(), secrets), "red") + "\n")
+            err.write(err.style("kimi-mcp: " + command_words(redact(error.line(), secrets)), "red") + "\n")
             return 1
     stream.finish()
     reply = turn.completed.reply
     request = turn.completed.request
-    notes = [n for n in (empty_answer_notice(reply, request.model.thinks(request.thinking)), *turn.notices) if n]
+    empty = empty_answer_notice(reply, request.model.thinks(request.thinking))
+    notes = [n for n in (empty, *turn.notices) if n]
     if reply.finish_reason == "length" and reply.text.strip():
         notes.append("The answer was cut at max_tokens; raise --max-tokens for the rest.")
     for note in notes:
-        err.write(err.style(note, "yellow") + "\n")
+        err.write(err.style(command_words(note), "yellow") + "\n")
     used = f"{reply.model or request.model.id}, {reply.usage.total_tokens} tokens"
-    err.write(err.style(f"conversation: {cid} ({used}; continue with: kimi-mcp chat --conversation {cid} PROMPT)",
-                        "dim") + "\n")
-    return 0
+    kept = "" if settings.store == "memory" else f"; continue with: kimi-mcp chat --conversation {cid} PROMPT"
+    err.write(err.style(f"conversation: {cid} ({used}{kept})", "dim") + "\n")
+    return 1 if empty else 0  # no answer text at all is not a success
 
 
 def run_chat(settings: Settings, options: ChatOptions, *, stdin: TextIO | None = None,

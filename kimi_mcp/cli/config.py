@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..settings import OPTIONS, Settings
+from ..settings import OPTIONS, TOKEN_PLACEHOLDER, Settings
 from .term import Painter
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "write_config",
 ]
 
-PLACEHOLDER = "<your-ace-token>"
+PLACEHOLDER = TOKEN_PLACEHOLDER
 TOKEN_ENV = "ACEDATACLOUD_API_TOKEN"
 VSCODE_INPUT_ID = "ace-token"
 VSCODE_INPUT = {
@@ -83,6 +83,7 @@ class WriteOutcome:
     path: Path
     backup: Path | None
     replaced: bool
+    kept_token: bool = False
 
 
 def server_command(uvx: bool = False) -> list[str]:
@@ -185,7 +186,11 @@ def merge_entry(
     if not isinstance(servers, dict):
         raise ConfigError(f"the file's {key!r} is not a JSON object; fix it by hand first")
     replaced = name in servers
-    merged[key] = {**servers, name: fragment[key][name]}
+    entry = fragment[key][name]
+    kept = _kept_token(servers.get(name), entry)
+    if kept is not None:  # never replace a real token with the placeholder
+        entry = {**entry, "env": {**entry.get("env", {}), TOKEN_ENV: kept}}
+    merged[key] = {**servers, name: entry}
     new_inputs = fragment.get("inputs") or []
     if new_inputs:
         inputs = merged.get("inputs", [])
@@ -194,6 +199,17 @@ def merge_entry(
         ids = {i.get("id") for i in new_inputs}
         merged["inputs"] = [i for i in inputs if not (isinstance(i, dict) and i.get("id") in ids)] + new_inputs
     return merged, replaced
+
+
+def _kept_token(old: Any, new: dict[str, Any]) -> str | None:
+    """The real token of the entry being replaced, when the new entry only has the placeholder."""
+    if new.get("env", {}).get(TOKEN_ENV) != PLACEHOLDER or not isinstance(old, dict):
+        return None
+    env = old.get("env")
+    token = env.get(TOKEN_ENV) if isinstance(env, dict) else None
+    if isinstance(token, str) and token.strip() and token.strip() != PLACEHOLDER:
+        return token
+    return None
 
 
 def _read_document(path: Path) -> dict[str, Any] | None:
@@ -262,7 +278,13 @@ def write_config(path: Path, host: str, name: str, fragment: dict[str, Any]) -> 
         _write_atomically(path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc}") from None
-    return WriteOutcome(path, backup, replaced)
+    new_env = merged["servers" if host == "vscode" else "mcpServers"][name].get("env", {})
+    kept = fragment_token(fragment, host, name) == PLACEHOLDER and new_env.get(TOKEN_ENV) != PLACEHOLDER
+    return WriteOutcome(path, backup, replaced, kept_token=kept)
+
+
+def fragment_token(fragment: dict[str, Any], host: str, name: str) -> Any:
+    return fragment["servers" if host == "vscode" else "mcpServers"][name].get("env", {}).get(TOKEN_ENV)
 
 
 def run_config(settings: Settings, options: ConfigOptions, out: TextIO | None = None,
@@ -302,7 +324,9 @@ def run_config(settings: Settings, options: ConfigOptions, out: TextIO | None = 
     done.write(f"{done.style('ok', 'green')} {verb} the {options.name!r} server in {outcome.path}\n")
     if outcome.backup is not None:
         done.write(f"   Backup of the previous file: {outcome.backup}\n")
-    if env[TOKEN_ENV] == PLACEHOLDER:
+    if outcome.kept_token:
+        done.write("   Kept the token already in that entry (pass --with-token to replace it).\n")
+    elif env[TOKEN_ENV] == PLACEHOLDER:
         done.write(f"   Replace {PLACEHOLDER} in that file with your Ace Data Cloud token "
                    "(or run again with --with-token).\n")
     done.write(f"   Restart {host_name} to load it.\n")

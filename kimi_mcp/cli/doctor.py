@@ -9,7 +9,6 @@ as its check ends; the exit status is 1 when any check found a problem.
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import time
@@ -25,9 +24,10 @@ import httpx2
 
 from .. import __version__
 from ..catalogue import Catalogue, catalogue_for
+from ..chat import LOCAL
 from ..errors import TOKEN_HELP, KimiError
 from ..redaction import redact
-from ..settings import Settings, SettingsError
+from ..settings import TOKEN_PLACEHOLDER, Settings, SettingsError
 from .term import Painter
 
 __all__ = ["Check", "Verdict", "call_model", "run_doctor"]
@@ -101,33 +101,39 @@ def check_settings(env: Mapping[str, str], flags: Mapping[str, str | None]) -> t
                                    f"{settings.default_model})"), settings
 
 
-def check_token(settings: Settings) -> Check:
+def check_token(settings: Settings, env: Mapping[str, str] | None = None) -> Check:
     if settings.api_token is None:
-        return Check("problem", "token", "ACEDATACLOUD_API_TOKEN is not set", TOKEN_HELP)
+        raw = (env or {}).get("ACEDATACLOUD_API_TOKEN", "").strip()
+        what = f"is still the placeholder {TOKEN_PLACEHOLDER}" if raw == TOKEN_PLACEHOLDER else "is not set"
+        return Check("problem", "token", f"ACEDATACLOUD_API_TOKEN {what}", TOKEN_HELP)
     return Check("ok", "token", "ACEDATACLOUD_API_TOKEN is set")
 
 
-def check_store(settings: Settings) -> Check:
-    """Whether the conversation store can be used: an existing file must be writable, a missing one
-    creatable (nothing is created here)."""
-    from ..store import default_store_path
+def _look(spec: str) -> tuple[Path, bool, bool]:
+    path = Path(spec).expanduser()
+    return path, path.is_dir(), path.exists()
+
+
+async def check_store(settings: Settings) -> Check:
+    """Whether the conversation store can be used: opened for real (created if missing, migrated,
+    read once), so a file that is corrupt, of a newer version or not writable is reported here."""
+    from ..store import SQLiteStore, StorageError, default_store_path
 
     fix = "set KIMI_STORE to a writable file path, or KIMI_STORE=memory to keep nothing on disk"
     if settings.store == "memory":
         return Check("ok", "store", "in memory (conversations end with the process)")
-    path = Path(settings.store or str(default_store_path())).expanduser()
-    if path.is_dir():
+    path, is_dir, existed = _look(settings.store or str(default_store_path()))
+    if is_dir:
         return Check("problem", "store", f"{path} is a directory, not a file", fix)
-    if path.exists():
-        if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
-            return Check("problem", "store", f"{path} is not writable", fix)
-        return Check("ok", "store", f"SQLite file {path}")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        return Check("problem", "store", f"{path} cannot be created ({parent} is not writable)", fix)
-    return Check("ok", "store", f"SQLite file {path} (created on first use)")
+    store = SQLiteStore(path)
+    try:
+        await store.list(LOCAL, limit=1)
+        await store.probe_write()
+    except StorageError as exc:
+        return Check("problem", "store", str(exc), fix)
+    finally:
+        await store.close()
+    return Check("ok", "store", f"SQLite file {path}{'' if existed else ' (created)'}")
 
 
 async def check_base_url(settings: Settings) -> Check:
@@ -203,9 +209,10 @@ async def check_call(settings: Settings, wanted_model: str | None) -> Check:
                                f"({reply.usage.total_tokens} tokens)")
 
 
-async def _diagnose(report: Report, settings: Settings, model: str | None, call: bool) -> None:
-    token = report.add(check_token(settings))
-    report.add(check_store(settings))
+async def _diagnose(report: Report, settings: Settings, env: Mapping[str, str], model: str | None,
+                    call: bool) -> None:
+    token = report.add(check_token(settings, env))
+    report.add(await check_store(settings))
     reach = report.add(await check_base_url(settings))
     if not call:
         report.add(Check("skipped", "call", "not made (--no-call)"))
@@ -226,5 +233,5 @@ def run_doctor(env: Mapping[str, str], flags: Mapping[str, str | None], *, model
         report.secrets = settings.secrets()
     report.add(first)
     if settings is not None:
-        anyio.run(_diagnose, report, settings, model, call)
+        anyio.run(_diagnose, report, settings, env, model, call)
     return report.summary()

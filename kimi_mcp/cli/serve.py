@@ -33,7 +33,7 @@ def serve(settings: Settings) -> int:
         log.warning("ACEDATACLOUD_API_TOKEN is not set: every tool call will answer with an auth error")
     log.info("kimi-mcp starting: %s", settings.masked())
     if settings.transport == "stdio":
-        server.run()
+        server.run_stdio()
     else:
         from ..server.http import serve_http
 

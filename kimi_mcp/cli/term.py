@@ -47,6 +47,14 @@ class Painter:
     def end(self) -> str:
         return "\x1b[0m" if self.colour else ""
 
+    def is_terminal(self) -> bool:
+        """Whether the stream is a terminal (status lines that overwrite themselves make sense there)."""
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+        except ValueError:  # a closed stream
+            return False
+
     def write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()

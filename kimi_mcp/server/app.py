@@ -8,10 +8,13 @@ here, and every result is redacted here.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
@@ -60,6 +63,7 @@ class KimiServer(MCPServer[ChatTools]):
         self.secrets = settings.secrets() if secrets is None else secrets
         self._context_readers: dict[str, ContextReader] = {}
         self._shared: ChatTools | None = None
+        self._tools_listed: list[MCPTool] | None = None
         register_kimi_tools(self, self.catalogue, settings.default_model, self.secrets)
         register_model_resources(self, self.catalogue, settings.default_model)
         register_conversation_tools(self)
@@ -96,10 +100,25 @@ class KimiServer(MCPServer[ChatTools]):
         self._context_readers[uri] = reader
         self.add_resource(FunctionResource.from_function(unreachable, uri=uri, **resource))
 
+    def run_stdio(self) -> None:
+        """Serve stdio until the host closes it or SIGTERM/SIGHUP arrives; either way calls in flight
+        are cancelled (their upstream requests too) and the store is closed, in bounded time."""
+        anyio.run(self._stdio_until_stopped)
+
+    async def _stdio_until_stopped(self) -> None:
+        async with anyio.create_task_group() as tg:
+            if sys.platform != "win32":
+                tg.start_soon(_cancel_on_signal, tg.cancel_scope)
+            await self.run_stdio_async()
+            tg.cancel_scope.cancel()
+
     async def list_tools(self) -> list[MCPTool]:
         """Each output schema also admits the `{"error": {...}}` shape of an error result, so clients
-        that check structured content even when `isError` is true (the Inspector does) accept it."""
-        return [_admit_errors(tool) for tool in await super().list_tools()]
+        that check structured content even when `isError` is true (the Inspector does) accept it; input
+        schemas carry no `$defs`/`$ref` (strict-mode converters, e.g. openai-agents', refuse them)."""
+        if self._tools_listed is None:
+            self._tools_listed = [_inline_inputs(_admit_errors(tool)) for tool in await super().list_tools()]
+        return list(self._tools_listed)
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Ctx | None = None
@@ -146,6 +165,14 @@ class KimiServer(MCPServer[ChatTools]):
         return redact_result(result, self.secrets) if isinstance(result, CallToolResult) else result
 
 
+async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for received in signals:
+            log.info("stopping on %s", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
 @asynccontextmanager
 async def _lifespan(server: MCPServer[ChatTools]) -> AsyncIterator[ChatTools]:
     assert isinstance(server, KimiServer)
@@ -186,6 +213,31 @@ def _admit_errors(tool: MCPTool) -> MCPTool:
     if "$defs" in schema:
         combined["$defs"] = schema["$defs"]
     return tool.model_copy(update={"output_schema": combined})
+
+
+def _inline_inputs(tool: MCPTool) -> MCPTool:
+    schema = tool.input_schema
+    if "$defs" not in schema:
+        return tool
+    defs = schema["$defs"]
+    inlined = _inline({k: v for k, v in schema.items() if k != "$defs"}, defs, depth=0)
+    return tool.model_copy(update={"input_schema": inlined})
+
+
+def _inline(value: Any, defs: dict[str, Any], depth: int) -> Any:
+    """Local `#/$defs/X` references replaced by what they name (our own schemas: finite, no cycles)."""
+    if depth > 20:
+        raise ValueError("recursive $defs in a tool's input schema")
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = _inline(defs[ref.removeprefix("#/$defs/")], defs, depth + 1)
+            rest = {k: _inline(v, defs, depth) for k, v in value.items() if k != "$ref"}
+            return {**target, **rest}
+        return {k: _inline(v, defs, depth) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_inline(item, defs, depth) for item in value]
+    return value
 
 
 def _describe(err: Any) -> str:

@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = ("localhost",)
+SHUTDOWN_GRACE_S = 10
+SESSION_IDLE_S = 600.0
+"""A legacy (2025-11-25) Streamable HTTP session unused this long is closed (the SDK's default is 30 min)."""
 
 
 def parse_token_pairs(text: str, source: str) -> dict[str, str]:
@@ -172,8 +176,28 @@ def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) ->
                                     max_request_body_size=settings.max_request_bytes)
     else:
         inner = server.streamable_http_app(transport_security=security, host=settings.host,
-                                           max_request_body_size=settings.max_request_bytes)
+                                           max_request_body_size=settings.max_request_bytes,
+                                           session_idle_timeout=SESSION_IDLE_S)
     return with_auth_and_health(inner, tokens, security)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced: a port already taken is one
+    clear start-up error (exit status 2), not a log line and exit status 0."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, IndexError) as exc:
+        raise SettingsError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        raise SettingsError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -> None:
@@ -184,18 +208,23 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
     if check_exposure(settings, tokens):
         log.warning("serving %s:%s WITHOUT client authentication: anyone who can reach it can spend your "
                     "Ace Data Cloud balance and read every conversation", settings.host, settings.port)
+    sock = listen(settings.host, settings.port)
     app = build_app(server, settings, tokens)
     path = "/sse" if settings.transport == "sse" else "/mcp"
     log.info("serving %s on http://%s:%s%s (client auth: %s)", settings.transport, settings.host, settings.port,
              path, f"{len(tokens)} token(s)" if tokens else "off")
     # Keep-alive longer than clients' (httpx: 5 s), so a client never reuses a connection the
-    # server is closing at that very moment.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            access_log=False, log_config=None, timeout_keep_alive=30)
+    # server is closing at that very moment. A stop (SIGTERM, Ctrl-C) waits at most SHUTDOWN_GRACE_S
+    # for calls in flight, then cancels them (and their upstream requests) and closes the store.
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, log_config=None,
+                            timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
     async def run() -> None:
         # One state for the whole process, whatever the transport does per connection.
         async with server.runtime():
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[sock])
 
-    anyio.run(run)
+    try:
+        anyio.run(run)
+    finally:
+        sock.close()

@@ -51,12 +51,6 @@ def chat_args(
     )
 
 
-def _describe_models(catalogue: Catalogue, default_model: str) -> str:
-    return "\n".join(
-        f"- {m.id}{' (default)' if m.id == default_model else ''}: {m.description}" for m in catalogue
-    )
-
-
 def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_model: str,
                         secrets: tuple[str, ...]) -> None:
     annotations = ToolAnnotations(read_only_hint=True, open_world_hint=True, destructive_hint=False,
@@ -66,10 +60,10 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
         description=(
             "Ask Moonshot's Kimi and get its answer as text. Use it for a second opinion, a review, long "
             "documents (256K-token context), Chinese-language work, or another model's view. Give `prompt` "
-            "(and optionally `system`). Every result has a conversation_id: pass it back to continue the "
-            "conversation. A result with finish_reason 'deadline' is incomplete: call again with the same "
-            "conversation_id and resume=true for the rest.\n"
-            f"Models:\n{_describe_models(catalogue, default_model)}"
+            "(and optionally `system`). Every result ends with its conversation_id: pass it back to continue "
+            "the conversation. A result marked incomplete (finish_reason 'deadline') is not finished: call "
+            "again with the same conversation_id and resume=true for the rest. "
+            f"Default model: {default_model}; read the kimi://models resource for the others."
         ),
         annotations=annotations.model_copy(update={"title": "Chat with Kimi"}),
         structured_output=True,

@@ -102,7 +102,7 @@ class ConversationNotFound(KeyError):
 
 @runtime_checkable
 class ConversationStore(Protocol):
-    """What the tools need from a store; every backend passes `tests/test_store_contract.py`."""
+    """What the tools need from a store; every backend passes `tests/store/test_store_contract.py`."""
 
     async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
         """The conversation's summary without its turns (cheap: for existence and model checks)."""

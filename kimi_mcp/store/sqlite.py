@@ -372,6 +372,15 @@ class SQLiteStore:
     async def purge_expired(self, *, older_than: float) -> int:
         return await self._run(lambda conn: _purge(conn, older_than))
 
+    async def probe_write(self) -> None:
+        """Prove the file can be written (for `kimi-mcp doctor`): one write that changes nothing."""
+
+        def probe(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+        await self._run(probe)
+
     async def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL); a later call would open it again."""
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)

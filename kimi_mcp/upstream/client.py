@@ -184,7 +184,7 @@ class KimiClient:
                 response = await self._http.send(request, stream=True)
         except TimeoutError:
             raise TimeoutError_(f"the upstream did not start answering within {first_byte:g} s "
-                                "(KIMI_FIRST_BYTE_TIMEOUT)") from None
+                                "(KIMI_FIRST_BYTE_TIMEOUT)", hint=_limit_hint("KIMI_FIRST_BYTE_TIMEOUT")) from None
         try:
             yield response
         finally:
@@ -203,7 +203,8 @@ class KimiClient:
             with anyio.fail_after(idle):
                 return await read_body(response)
         except TimeoutError:
-            raise TimeoutError_(f"the upstream answer stalled for {idle:g} s (KIMI_IDLE_TIMEOUT)") from None
+            raise TimeoutError_(f"the upstream answer stalled for {idle:g} s (KIMI_IDLE_TIMEOUT)",
+                                hint=_limit_hint("KIMI_IDLE_TIMEOUT")) from None
 
     async def _stream(self, body: dict[str, Any], on_delta: DeltaHook | None, received: _Received) -> ChatReply:
         acc = received.acc = StreamAccumulator()
@@ -226,7 +227,8 @@ class KimiClient:
             return exc
         if isinstance(exc, httpx2.TimeoutException):
             return TimeoutError_(
-                f"the upstream stream stalled: no bytes for {self._timeouts.idle:g} s (KIMI_IDLE_TIMEOUT)"
+                f"the upstream stream stalled: no bytes for {self._timeouts.idle:g} s (KIMI_IDLE_TIMEOUT)",
+                hint=_limit_hint("KIMI_IDLE_TIMEOUT"),
             )
         return NetworkError(f"the upstream stream was cut before it finished ({type(exc).__name__})")
 
@@ -267,6 +269,10 @@ def _with_partial(error: KimiError, acc: StreamAccumulator | None) -> KimiError:
             error.details["partial_truncated"] = True
         error.details["partial_reasoning_chars"] = acc.reasoning_chars
     return error
+
+
+def _limit_hint(setting: str) -> str:
+    return f"no answer in time; retry, raise {setting}, or use a turbo model"
 
 
 def _sendable(token: str) -> bool:
