@@ -58,7 +58,8 @@ PROMPT = "Say hello."
 MAX_CONCURRENCY = 512  # KIMI_MAX_CONCURRENCY for the per-call/concurrency servers (default 50)
 UPSTREAM_LATENCY = 0.2
 HTTP_ONLY = ("starlette", "uvicorn", "sse_starlette", "h11", "multipart", "python_multipart",
-             "kimi_mcp.server.http", "mcp.server.streamable_http", "mcp.server.sse", "mcp.server._streamable_http_modern")
+             "kimi_mcp.server.http", "mcp.server.streamable_http", "mcp.server.sse",
+             "mcp.server._streamable_http_modern")
 
 
 # --------------------------------------------------------------------------- plan and results

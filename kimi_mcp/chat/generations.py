@@ -9,6 +9,7 @@ cancelled before the deadline cancels its generation (and so the upstream reques
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class Generation(Generic[T]):
 
     key: tuple[str, str]
     model: str = ""
+    answer_id: str = field(default_factory=lambda: "ans_" + secrets.token_urlsafe(9))
+    """The resume handle: two incomplete answers on one conversation are never mixed up."""
     done: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     acc: StreamAccumulator | None = None
@@ -134,9 +137,13 @@ class Generations:
 
     def pending(self, key: tuple[str, str]) -> Generation[object] | None:
         """The oldest generation of this conversation whose answer was not fully handed over."""
-        self._expire()
-        waiting = self._by_key.get(key)
+        waiting = self.waiting(key)
         return waiting[0] if waiting else None
+
+    def waiting(self, key: tuple[str, str]) -> list[Generation[object]]:
+        """Every generation of this conversation whose answer was not fully handed over, oldest first."""
+        self._expire()
+        return list(self._by_key.get(key, ()))
 
     def forget(self, generation: Generation[T]) -> None:
         waiting = self._by_key.get(generation.key, [])

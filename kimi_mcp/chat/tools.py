@@ -45,6 +45,7 @@ class Partial:
     piece: str
     offset: int
     model: str
+    answer_id: str
 
 
 ChatHandover = Finished | Partial
@@ -92,12 +93,30 @@ class ChatTools:
                 generation.scope.cancel()
                 self.generations.forget(generation)
 
-    async def resume(self, principal: str, conversation_id: str | None, sink: ProgressSink | None) -> ChatHandover:
-        """kimi_chat with resume=true: the rest of an answer handed over incomplete."""
+    async def resume(self, principal: str, conversation_id: str | None, sink: ProgressSink | None,
+                     answer_id: str | None = None) -> ChatHandover:
+        """kimi_chat with resume=true: the rest of an answer handed over incomplete (the one `answer_id`
+        names; without it, the conversation's only incomplete answer)."""
         if not conversation_id:
             raise InvalidArguments("resume needs the conversation_id of the incomplete answer")
-        generation = self.generations.pending((principal, conversation_id))
-        if generation is None:
+        waiting = self.generations.waiting((principal, conversation_id))
+        if answer_id:
+            found = [g for g in waiting if g.answer_id == answer_id]
+            if not found:
+                raise InvalidArguments(
+                    f"no incomplete answer {answer_id!r} in conversation {conversation_id!r}: it was already "
+                    "handed over whole, or it expired (read the conversation with kimi_read_conversation)"
+                )
+            generation = found[0]
+        elif len(waiting) > 1:
+            ids = ", ".join(g.answer_id for g in waiting)
+            raise InvalidArguments(
+                f"conversation {conversation_id!r} has {len(waiting)} incomplete answers: say which with "
+                f"answer_id (one of {ids})"
+            )
+        elif waiting:
+            generation = waiting[0]
+        else:
             raise InvalidArguments(
                 f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
                 "(read them with kimi_read_conversation)"
@@ -113,7 +132,7 @@ class ChatTools:
         generation.attach(None)
         text = generation.text
         offset, generation.delivered = generation.delivered, len(text)
-        return Partial(conversation_id, text[offset:], offset, generation.model)
+        return Partial(conversation_id, text[offset:], offset, generation.model, generation.answer_id)
 
     async def json(self, args: ChatArgs, schema: Any, sink: ProgressSink | None) -> JsonOutcome:
         """kimi_json: a JSON answer (not stored), repaired once if needed."""

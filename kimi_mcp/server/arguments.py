@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "AnswerId",
     "ConversationId",
     "HistoryItem",
     "IncludeReasoning",
@@ -61,6 +62,8 @@ SchemaArg = Annotated[dict[str, Any] | str | None, Field(description=(
 ConversationId = Annotated[str | None, Field(max_length=200, description=(
     "Continue a stored conversation: pass the conversation_id of an earlier kimi_chat result. "
     "Leave out to start a new conversation."))]
+AnswerId = Annotated[str | None, Field(max_length=100, description=(
+    "With resume=true: the answer_id of the incomplete result to continue (needed when several are)."))]
 Resume = Annotated[bool, Field(description=(
     "With conversation_id: fetch the rest of an answer that was returned incomplete "
     "(finish_reason 'deadline'). No prompt is needed."))]

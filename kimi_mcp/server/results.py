@@ -78,6 +78,9 @@ class ChatResult(BaseModel):
     conversation_id: str | None = Field(
         default=None, description="Pass back as conversation_id to continue this conversation."
     )
+    answer_id: str | None = Field(
+        default=None, description="With finish_reason 'deadline': pass back with resume=true for this answer's rest."
+    )
     offset: int = Field(
         default=0, description="Characters of this answer returned by earlier (incomplete) results; text is the rest."
     )
@@ -152,14 +155,15 @@ def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> 
         pruned_turns=turn.pruned_turns,
     )
     shown = text if text.strip() or notice is None else f"[{notice}]"
-    return _result(shown, structured)
+    # Many agent frameworks show the model only the first text block: what it must act on goes there.
+    return _result(f"{shown}\n\n[conversation_id: {turn.conversation_id}]", structured)
 
 
-def partial_result(conversation_id: str, piece: str, offset: int, model: str) -> CallToolResult:
+def partial_result(conversation_id: str, piece: str, offset: int, model: str, answer_id: str) -> CallToolResult:
     """An answer still being written at the soft deadline: what has arrived, and how to get the rest."""
     instruction = (
-        f"The answer is not finished yet. To get the rest, call kimi_chat with "
-        f'conversation_id="{conversation_id}" and resume=true.'
+        f"Incomplete: the answer is not finished yet. To get the rest, call kimi_chat with "
+        f'conversation_id="{conversation_id}", answer_id="{answer_id}" and resume=true.'
     )
     structured = ChatResult(
         text=piece,
@@ -170,6 +174,7 @@ def partial_result(conversation_id: str, piece: str, offset: int, model: str) ->
         attempts=1,
         notice=instruction,
         conversation_id=conversation_id,
+        answer_id=answer_id,
         offset=offset,
     )
     return _result(f"{piece}\n\n[{instruction}]" if piece else f"[{instruction}]", structured)
@@ -179,7 +184,8 @@ def handover_result(handover: ChatHandover, *, include_reasoning: bool) -> CallT
     """kimi_chat's result: the whole answer, or the piece that arrived before the soft deadline."""
     if isinstance(handover, Finished):
         return chat_result(handover.turn, include_reasoning=include_reasoning, offset=handover.offset)
-    return partial_result(handover.conversation_id, handover.piece, handover.offset, handover.model)
+    return partial_result(handover.conversation_id, handover.piece, handover.offset, handover.model,
+                          handover.answer_id)
 
 
 def json_result(outcome: JsonOutcome) -> CallToolResult:

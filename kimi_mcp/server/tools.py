@@ -17,6 +17,7 @@ from ..catalogue import Catalogue
 from ..chat import ChatArgs
 from ..upstream import Message
 from .arguments import (
+    AnswerId,
     ConversationId,
     HistoryItem,
     IncludeReasoning,
@@ -62,7 +63,7 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
             "documents (256K-token context), Chinese-language work, or another model's view. Give `prompt` "
             "(and optionally `system`). Every result ends with its conversation_id: pass it back to continue "
             "the conversation. A result marked incomplete (finish_reason 'deadline') is not finished: call "
-            "again with the same conversation_id and resume=true for the rest. "
+            "again with the same conversation_id, its answer_id and resume=true for the rest. "
             f"Default model: {default_model}; read the kimi://models resource for the others."
         ),
         annotations=annotations.model_copy(update={"title": "Chat with Kimi"}),
@@ -73,11 +74,11 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
         prompt: Prompt = None, system: System = None, messages: Messages = None, model: ModelArg = None,
         max_tokens: MaxTokens = None, temperature: Temperature = None, top_p: TopP = None, stop: Stop = None,
         thinking: ThinkingArg = None, include_reasoning: IncludeReasoning = False,
-        conversation_id: ConversationId = None, resume: Resume = False,
+        conversation_id: ConversationId = None, resume: Resume = False, answer_id: AnswerId = None,
     ) -> Annotated[CallToolResult, ChatResult]:
         tools, principal, sink = tools_of(ctx), principal_of(ctx), progress_sink(ctx, secrets)
         if resume:
-            handover = await tools.resume(principal, conversation_id, sink)
+            handover = await tools.resume(principal, conversation_id, sink, answer_id)
         else:
             args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking)
             handover = await tools.chat(principal, args, conversation_id=conversation_id, sink=sink)

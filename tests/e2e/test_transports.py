@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from tests.mcp.helpers import strip_footer
 from tests.support.fake_ace import FakeAce, ace_error, reply
 from tests.support.harness import Era, Kind, ServerLog, connect
 
@@ -72,7 +73,7 @@ async def test_chat(served: Served, fake: FakeAce) -> None:
     result = await served.call("kimi_chat", {"prompt": "Say hi", "system": "Be warm."},
                                progress_callback=on_progress)
     assert result.is_error is False
-    assert result.content[0].text == answer
+    assert strip_footer(result.content[0].text, result.structured_content) == answer
     out = result.structured_content
     assert (out["text"], out["model"], out["finish_reason"]) == (answer, "kimi-k2.5", "stop")
     assert out["conversation_id"].startswith("conv_")
@@ -115,7 +116,7 @@ async def test_error_then_answers(served: Served, fake: FakeAce) -> None:
     fake.reset()
     again = await served.call("kimi_chat", {"prompt": "again"})
     assert again.is_error is False
-    assert again.content[0].text == "Hello from fake Kimi."
+    assert strip_footer(again.content[0].text, again.structured_content) == "Hello from fake Kimi."
     assert fake.requests[0].json["messages"] == [{"role": "user", "content": "again"}]
 
 

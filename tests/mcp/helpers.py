@@ -53,9 +53,21 @@ async def call(
 
 
 def text(result: CallToolResult) -> str:
+    """The first text block without kimi_chat's footer; the footer, when the result has a
+    conversation id, must name exactly that id (agent frameworks often show only this block)."""
     block = result.content[0]
     assert block.type == "text"
-    return block.text
+    return strip_footer(block.text, result.structured_content)
+
+
+def strip_footer(shown: str, content: dict[str, Any] | None) -> str:
+    content = content or {}
+    cid = content.get("conversation_id")
+    if not cid or "finish_reason" not in content or content["finish_reason"] == "deadline":
+        return shown
+    footer = f"\n\n[conversation_id: {cid}]"
+    assert shown.endswith(footer), shown[-200:]
+    return shown[: -len(footer)]
 
 
 def structured(result: CallToolResult) -> dict[str, Any]:

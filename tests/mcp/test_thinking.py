@@ -192,7 +192,7 @@ async def test_chat_reasoning(memory: Client, fake: FakeAce) -> None:
                 reply("42", reasoning="Six times seven."))
     result = await memory.call_tool("kimi_chat", {"prompt": "6*7?", "include_reasoning": True})
     out = ok(result)
-    assert result.content[0].text == "42"
+    assert text(result) == "42"
     assert (out["text"], out["reasoning"], out["reasoning_truncated"]) == ("42", "Six times seven.", False)
     assert out["usage"]["reasoning_tokens"] == 4
     out = ok(await memory.call_tool("kimi_chat", {"prompt": "6*7?"}))

@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.mcp.helpers import assert_clean, error_of, ok, only_request, still_answers
+from tests.mcp.helpers import assert_clean, error_of, ok, only_request, still_answers, text
 from tests.support.fake_ace import FakeAce, ace_error, reply
 from tests.support.harness import connect
 
@@ -61,7 +61,7 @@ async def test_tools_listed(client: Client) -> None:
     assert "kimi://models" in (chat.description or "")
     props = chat.input_schema["properties"]
     assert set(props) == {"prompt", "system", "messages", "model", "max_tokens", "temperature", "top_p", "stop",
-                          "thinking", "include_reasoning", "conversation_id", "resume"}
+                          "thinking", "include_reasoning", "conversation_id", "resume", "answer_id"}
     assert {"minimum": 0, "maximum": 2, "type": "number"}.items() <= props["temperature"]["anyOf"][0].items()
     assert {"minimum": 0, "maximum": 1, "type": "number"}.items() <= props["top_p"]["anyOf"][0].items()
     assert props["max_tokens"]["anyOf"][0]["minimum"] == 1
@@ -198,8 +198,10 @@ async def test_chat_prompt(client: Client, fake: FakeAce) -> None:
     fake.script(reply(" Hello! How can I help you today?", usage=USAGE))
     result = await client.call_tool("kimi_chat", {"prompt": "Hi"})
     out = ok(result)
-    assert result.content[0].text == " Hello! How can I help you today?"  # leading space kept
-    assert out["text"] == result.content[0].text
+    assert text(result) == " Hello! How can I help you today?"  # leading space kept
+    cid = ok(result)["conversation_id"]
+    assert result.content[0].text.endswith(f"\n\n[conversation_id: {cid}]")  # the id in the first text block
+    assert out["text"] == text(result)
     assert out["model"] == "kimi-k2.5"
     assert out["finish_reason"] == "stop"
     assert out["usage"] == {**USAGE, "reasoning_tokens": None, "cached_tokens": None}
