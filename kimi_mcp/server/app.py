@@ -19,6 +19,7 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resources import FunctionResource
+from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult
 from mcp_types import Tool as MCPTool
@@ -35,6 +36,7 @@ from .context import Ctx
 from .conversations import LIST_RESOURCE, list_resource, register_conversation_tools
 from .prompts import register_prompts
 from .results import ERROR_SCHEMA, error_result, redact_result
+from .stdio import BoundedStdin
 from .tools import register_kimi_tools, register_model_resources
 
 __all__ = ["INSTRUCTIONS", "KimiServer", "create_server"]
@@ -109,7 +111,11 @@ class KimiServer(MCPServer[ChatTools]):
         async with anyio.create_task_group() as tg:
             if sys.platform != "win32":
                 tg.start_soon(_cancel_on_signal, tg.cancel_scope)
-            await self.run_stdio_async()
+            stdin = BoundedStdin(self.kimi_settings.max_request_bytes)
+            async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
+                # The SDK's run_stdio_async, with our stdin: bounded and cancellable.
+                lowlevel = self._lowlevel_server
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
             tg.cancel_scope.cancel()
 
     async def list_tools(self) -> list[MCPTool]:

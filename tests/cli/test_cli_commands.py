@@ -10,128 +10,30 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kimi_mcp.cli import main
 from kimi_mcp.cli.config import default_config_path
 from kimi_mcp.cli.term import Painter, wants_colour
-from kimi_mcp.settings import OPTIONS
+from tests.cli.helpers import (
+    CID,
+    ESC,
+    EXE,
+    ROOT,
+    Cli,
+    chat_posts,
+    check_lines,
+    closed_port,
+    one_line,
+    run_cli,
+)
 from tests.support.fake_ace import FakeAce, ace_error, reply, stall
-
-ROOT = Path(__file__).resolve().parents[2]
-EXE = str(Path(sys.executable).parent / ("kimi-mcp.exe" if sys.platform == "win32" else "kimi-mcp"))
-ESC = "\x1b["
-CHECK_LINE = re.compile(r"^(ok|problem|skipped)\s+(\S+(?: URL)?)\s+(.*)$")
-CID = re.compile(r"conversation: (\S+)")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def cli_env(home: Path, **settings: str) -> dict[str, str]:
-    """A clean environment: only PATH, a temporary HOME and the given settings (no real tokens)."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONUNBUFFERED": "1",
-        "LANG": "C.UTF-8",
-    }
-    env.update(settings)
-    return env
-
-
-def run_cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kimi_mcp", *args], env=env, input=stdin, capture_output=True, text=True,
-        encoding="utf-8", timeout=60, cwd=ROOT, stdin=None if stdin is not None else subprocess.DEVNULL,
-    )
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Cli = Callable[..., Run]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Cli]:
-    """`cli(*argv, env=..., stdin=None)`: `kimi_mcp.cli.main` in this process, with exactly `env`'s
-    settings in the environment; root logging is restored afterwards (chat sets it up)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-
-    def run(*argv: str, env: dict[str, str], stdin: str | None = None) -> Run:
-        for name in [o.env for o in OPTIONS] + ["NO_COLOR", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"]:
-            monkeypatch.delenv(name, raising=False)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    yield run
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def check_lines(output: str) -> list[tuple[str, str, str]]:
-    """(verdict, check, detail) for every check line doctor printed."""
-    found: list[tuple[str, str, str]] = []
-    for line in output.splitlines():
-        match = CHECK_LINE.match(line)
-        if match:
-            found.append((match.group(1), match.group(2), match.group(3)))
-    return found
-
-
-def chat_posts(fake: FakeAce) -> list[dict[str, object]]:
-    return [r.json for r in fake.requests if r.method == "POST" and isinstance(r.json, dict)]
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def one_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert len(lines) == 1, text
-    return lines[0]
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def env(fake: FakeAce, home: Path) -> dict[str, str]:
-    return cli_env(home, ACEDATACLOUD_API_TOKEN=fake.token, ACEDATACLOUD_API_BASE_URL=fake.base_url,
-                   KIMI_STORE=str(home / "conversations.sqlite3"))
-
 
 # --------------------------------------------------------------------------- doctor
 
