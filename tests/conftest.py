@@ -6,11 +6,18 @@ through another fixture, starts and ends with an empty script, no recorded reque
 latency, so tests in a module never see each other's traffic.
 """
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.fake_ace import FakeAce
+
+# No test may touch the user's real data directory: the default store of every in-process server
+# (and of subprocesses given this environment) lands in a throwaway directory instead.
+TEST_DATA_HOME = tempfile.mkdtemp(prefix="kimi-mcp-test-data-")
+os.environ["XDG_DATA_HOME"] = TEST_DATA_HOME
 
 
 @pytest.fixture(scope="session")

@@ -115,8 +115,9 @@ inspect() {
   if [ "$transport" = stdio ]; then
     # The Inspector's stdio child sees only HOME, LOGNAME, PATH, SHELL, TERM, USER
     # plus what -e gives it, so the server's configuration must go through -e.
+    # KIMI_STORE=memory: CI never writes conversations into the user's real data directory.
     target=(-e "ACEDATACLOUD_API_BASE_URL=$UPSTREAM_URL" -e "ACEDATACLOUD_API_TOKEN=$TEST_TOKEN"
-            "$@" -- "${SERVER_CMD[@]}")
+            -e "KIMI_STORE=memory" "$@" -- "${SERVER_CMD[@]}")
   else
     target=(--transport http --server-url "$HTTP_URL" "$@")
   fi

@@ -64,7 +64,8 @@ free_port() {
 start_http_server() {
   local port="$1" logfile="$2"; shift 2
   server_cmd
-  env "$@" "${SERVER_CMD[@]}" --transport streamable-http --port "$port" >"$logfile" 2>&1 &
+  # KIMI_STORE=memory: CI never writes conversations into the user's real data directory.
+  env KIMI_STORE=memory "$@" "${SERVER_CMD[@]}" --transport streamable-http --port "$port" >"$logfile" 2>&1 &
   SERVER_PID=$!
   local deadline=$((SECONDS + ${SERVER_START_TIMEOUT:-30}))
   while [ $SECONDS -lt $deadline ]; do

@@ -30,6 +30,8 @@ from ..store import (
     Limits,
     StorageError,
     Turn,
+    text_bytes,
+    turn_bytes,
 )
 from ..upstream import Message
 from .progress import StreamListener
@@ -173,6 +175,7 @@ class Conversations:
                 args = replace(args, system=stored.system)
             elif stored is not None and stored.system and args.system != stored.system:
                 notices.append("The new system prompt replaces the conversation's earlier one.")
+            self._check_fits(args)
             model = self.service.model(args.model or (stored.summary.model if stored else None))
             if on_model is not None:
                 on_model(model.id)
@@ -186,15 +189,34 @@ class Conversations:
             request = replace(request, messages=(*system, *kept, *request.messages[len(system):]))
             completed = await self.service.complete(request, listener=listener)
             try:
-                pruned = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+                pruned, notice = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+                if notice:
+                    notices.append(notice)
             except ConversationNotFound:
                 notices.append("The conversation was deleted or expired meanwhile: this answer was not stored.")
                 pruned = 0
             return ChatTurn(completed, conversation_id, dropped, pruned, tuple(notices))
 
+    def _check_fits(self, args: ChatArgs) -> None:
+        """The caps hold for the exchange being saved too: refuse before paying for an answer that
+        could never be stored whole."""
+        turns = _new_turns(args) + 1
+        if turns > self.limits.max_turns:
+            raise InvalidArguments(
+                f"this call would store {turns} turns, more than one conversation keeps "
+                f"({self.limits.max_turns}, KIMI_MAX_TURNS): send fewer messages"
+            )
+        size = text_bytes(args.system) + sum(text_bytes(m.content) for m in args.messages if m.role != "system")
+        size += text_bytes(args.prompt)
+        if size > self.limits.max_bytes:
+            raise InvalidArguments(
+                f"this call would store {size:,} bytes, more than one conversation keeps "
+                f"({self.limits.max_bytes:,}, KIMI_MAX_CONVERSATION_BYTES): send less text"
+            )
+
     async def _save(
         self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *, is_new: bool
-    ) -> int:
+    ) -> tuple[int, str | None]:
         now = time.time()
 
         def masked(text: str) -> str:
@@ -203,7 +225,16 @@ class Conversations:
         turns = [Turn(m.role, masked(m.content), None, now) for m in completed.request.messages[-_new_turns(args):]
                  if m.role in ("user", "assistant")]
         reasoning = completed.reply.reasoning
-        turns.append(Turn("assistant", masked(completed.reply.text), masked(reasoning) if reasoning else None, now))
+        answer = Turn("assistant", masked(completed.reply.text), masked(reasoning) if reasoning else None, now)
+        notice = None
+        sizes = text_bytes(args.system) + sum(turn_bytes(t) for t in turns)
+        if sizes + turn_bytes(answer) > self.limits.max_bytes and answer.reasoning:
+            answer = replace(answer, reasoning=None)  # the answer matters more than how it was reached
+            notice = "The answer's reasoning was not stored: the exchange is larger than KIMI_MAX_CONVERSATION_BYTES."
+        if sizes + turn_bytes(answer) > self.limits.max_bytes:
+            return 0, ("This answer was not stored: the exchange is larger than KIMI_MAX_CONVERSATION_BYTES, "
+                       "so the conversation continues from before it.")
+        turns.append(answer)
         first_prompt = next((t.content for t in turns if t.role == "user"), "")
         system = masked(args.system) if args.system else args.system
         with storage("the answer could not be stored: ", text=completed.reply.text):
@@ -212,7 +243,7 @@ class Conversations:
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
                 create=is_new,
             )
-        return saved.pruned_turns
+        return saved.pruned_turns, notice
 
 
 def _new_turns(args: ChatArgs) -> int:

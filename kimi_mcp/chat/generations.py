@@ -27,8 +27,13 @@ __all__ = ["Generation", "Generations"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-KEEP_FINISHED_S = 3600.0
+KEEP_FINISHED_S = 900.0
 """How long a finished, never-resumed generation waits for its resume call."""
+MAX_DETACHED_PER_PRINCIPAL = 8
+MAX_DETACHED = 64
+"""Answers handed over incomplete and not yet resumed (running or finished), per caller and in all:
+past either, the oldest is dropped (a running one is stopped, and with it its upstream request)."""
+SWEEP_EVERY_S = 30.0
 
 
 @dataclass(eq=False)
@@ -45,7 +50,10 @@ class Generation(Generic[T]):
     result: T | None = None
     error: BaseException | None = None
     delivered: int = 0
+    detached: bool = False
+    """Handed over incomplete: its caller left and may come back with resume."""
     finished_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
     task_group: TaskGroup | None = None
     _throttle: ProgressThrottle | None = None
 
@@ -107,10 +115,19 @@ class Generations:
     def __init__(self, task_group: TaskGroup) -> None:
         self._tg = task_group
         self._by_key: dict[tuple[str, str], list[Generation[object]]] = {}
+        task_group.start_soon(self._sweep)
+
+    async def _sweep(self) -> None:
+        """Expiry runs on its own, not only when someone looks."""
+        while True:
+            await anyio.sleep(SWEEP_EVERY_S)
+            self._expire()
 
     def start(
         self, key: tuple[str, str], model: str, job: Callable[[Generation[T]], Awaitable[T]]
     ) -> Generation[T]:
+        self._expire()
+        self._bound(key[0])
         generation: Generation[T] = Generation(key, model, task_group=self._tg)
         self._by_key.setdefault(key, []).append(generation)  # type: ignore[arg-type]
         self._tg.start_soon(self._run, generation, job)
@@ -151,6 +168,24 @@ class Generations:
             waiting.remove(generation)  # type: ignore[arg-type]
         if not waiting:
             self._by_key.pop(generation.key, None)
+
+    def detach(self, generation: Generation[T]) -> None:
+        """Its caller took what had arrived and left."""
+        generation.detached = True
+        generation.attach(None)
+
+    def _bound(self, principal: str) -> None:
+        """Drop the oldest detached answers past the caps, so abandoned work cannot pile up."""
+        detached = sorted((g for gs in self._by_key.values() for g in gs if g.detached),
+                          key=lambda g: g.started_at)
+        mine = [g for g in detached if g.key[0] == principal]
+        drop = mine[: max(0, len(mine) - MAX_DETACHED_PER_PRINCIPAL + 1)]
+        rest = [g for g in detached if g not in drop]
+        drop += rest[: max(0, len(rest) - MAX_DETACHED + 1)]
+        for generation in drop:
+            log.info("dropping an incomplete answer nobody resumed (%s)", generation.answer_id)
+            generation.scope.cancel()
+            self.forget(generation)
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -121,6 +121,7 @@ class ChatTools:
                 f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
                 "(read them with kimi_read_conversation)"
             )
+        generation.detached = False
         generation.attach(sink)
         return await self._hand_over(cast(Generation[ChatTurn], generation), conversation_id)
 
@@ -129,7 +130,7 @@ class ChatTools:
         if await generation.wait(self.soft_deadline):
             self.generations.forget(generation)
             return Finished(generation.outcome(), generation.delivered)
-        generation.attach(None)
+        self.generations.detach(generation)
         text = generation.text
         offset, generation.delivered = generation.delivered, len(text)
         return Partial(conversation_id, text[offset:], offset, generation.model, generation.answer_id)

@@ -20,6 +20,8 @@ from kimi_mcp.store.base import (
     StorageError,
     Turn,
     new_conversation_id,
+    text_bytes,
+    turn_bytes,
 )
 from kimi_mcp.store.memory import MemoryStore
 from kimi_mcp.store.paths import default_store_path
@@ -39,6 +41,8 @@ __all__ = [
     "default_store_path",
     "new_conversation_id",
     "open_store",
+    "text_bytes",
+    "turn_bytes",
 ]
 
 

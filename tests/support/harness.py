@@ -51,6 +51,7 @@ def server_env(fake: FakeAce, **overrides: str) -> dict[str, str]:
         "ACEDATACLOUD_API_TOKEN": fake.token,
         "ACEDATACLOUD_API_BASE_URL": fake.base_url,
         "KIMI_STORE": "memory",
+        "XDG_DATA_HOME": os.environ.get("XDG_DATA_HOME", ""),  # never the user's, even without KIMI_STORE
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

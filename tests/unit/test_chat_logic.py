@@ -334,3 +334,41 @@ async def test_store_turns_keep_reasoning_for_thinking_models_only() -> None:
     assert upstream.bodies[-1]["messages"][1].get("reasoning_content") == "why"
     await conversations.run(ME, "c", ChatArgs(prompt="Q3", thinking="disabled"), continuing=True, listener=None)
     assert all("reasoning_content" not in m for m in upstream.bodies[-1]["messages"])
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+async def test_the_caps_hold_for_the_exchange_being_saved() -> None:
+    upstream = Upstream("short answer")
+    store = CountingStore()
+    conversations = Conversations(service_for(upstream), store, Limits(max_turns=5, max_bytes=1000), ttl_s=0)
+    many = tuple(Message("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(6))
+    with pytest.raises(InvalidArguments, match="would store 8 turns.*KIMI_MAX_TURNS"):
+        await conversations.run(ME, "c", ChatArgs(prompt="q", messages=many), continuing=False, listener=None)
+    with pytest.raises(InvalidArguments, match="KIMI_MAX_CONVERSATION_BYTES"):
+        await conversations.run(ME, "c", ChatArgs(prompt="x" * 2000), continuing=False, listener=None)
+    assert upstream.bodies == []  # refused before paying for an answer
+    big = Upstream("y" * 1500)
+    conversations = Conversations(service_for(big), store, Limits(max_turns=5, max_bytes=1000), ttl_s=0)
+    turn = await conversations.run(ME, "d", ChatArgs(prompt="q"), continuing=False, listener=None)
+    assert turn.completed.reply.text == "y" * 1500  # the answer is returned...
+    assert any("not stored" in notice for notice in turn.notices)  # ...but not stored past the cap
+    assert await store.get(ME, "d") is None
+
+
+async def test_abandoned_answers_are_bounded_per_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_mcp.chat import generations as module
+
+    monkeypatch.setattr(module, "MAX_DETACHED_PER_PRINCIPAL", 2)
+    upstream = Upstream("z" * 400, piece_delay=0.05)
+    async with anyio.create_task_group() as tg:
+        tools = tools_for(upstream, tg, soft_deadline=0.05)
+        cut = [await tools.chat(ME, ChatArgs(prompt=f"q{i}"), conversation_id=None, sink=None) for i in range(4)]
+        assert all(isinstance(c, Partial) for c in cut)
+        alive = [c for c in cut if isinstance(c, Partial) and tools.generations.waiting((ME, c.conversation_id))]
+        assert alive == cut[2:]  # the oldest two were dropped (and stopped)
+        other = await tools.chat("someone-else", ChatArgs(prompt="q"), conversation_id=None, sink=None)
+        assert isinstance(other, Partial)  # another caller is not affected by my abandoned answers
+        assert tools.generations.waiting(("someone-else", other.conversation_id))
+        tg.cancel_scope.cancel()
