@@ -298,6 +298,9 @@ def run_config(settings: Settings, options: ConfigOptions, out: TextIO | None = 
         if ignored:
             flags = ", ".join(o.flag for o in OPTIONS if o.field in ignored)
             note.write(note.style(f"note: {flags} left out: {host_name} starts kimi-mcp over stdio\n", "dim"))
+        if options.uvx:
+            note.write(note.style("note: `uvx kimi-mcp` runs the kimi-mcp package from PyPI, which is not "
+                                  "published yet: until the first release, leave out --uvx\n", "yellow"))
         command = server_command(options.uvx)
         env = entry_env(settings, options)
         if options.host == "claude-code":

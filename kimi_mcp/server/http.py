@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -39,6 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = ("localhost",)
 SHUTDOWN_GRACE_S = 10
+BODY_IDLE_S = 30.0
 SESSION_IDLE_S = 600.0
 """A legacy (2025-11-25) Streamable HTTP session unused this long is closed (the SDK's default is 30 min)."""
 
@@ -163,9 +165,31 @@ def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: Transpo
             # The SDK ties a Streamable HTTP session to the user that opened it: another client
             # presenting that session id is answered as if the session did not exist.
             scope["user"] = AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[]))
-        await app(scope, receive, send)
+        await app(scope, _body_deadline(receive), send)
 
     return guarded
+
+
+def _body_deadline(receive: Receive) -> Receive:
+    """A request body must keep coming: a client that sends nothing for BODY_IDLE_S (a byte every
+    few seconds never finishing) is treated as gone, so slow-drip requests cannot hold workers.
+    Once the body is complete, waiting (for the client's disconnect) is untimed."""
+    complete = False
+
+    async def timed() -> Message:
+        nonlocal complete
+        if complete:
+            return await receive()
+        with anyio.move_on_after(BODY_IDLE_S):
+            message = await receive()
+            if message.get("type") != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+        log.info("a client stopped sending its request body for %g s; dropping it", BODY_IDLE_S)
+        complete = True
+        return {"type": "http.disconnect"}
+
+    return timed
 
 
 def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) -> ASGIApp:
@@ -202,7 +226,6 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -> None:
     """Serve until stopped (the caller has already run `check_exposure`)."""
-    import anyio
     import uvicorn
 
     if check_exposure(settings, tokens):

@@ -220,6 +220,7 @@ def test_config_with_token_uvx_and_settings_flags(env: dict[str, str], fake: Fak
         "env": {"ACEDATACLOUD_API_TOKEN": fake.token, "KIMI_DEFAULT_MODEL": "kimi-k2-turbo-preview"},
     }}}
     assert "--port left out" in result.stderr
+    assert "not published yet" in result.stderr  # --uvx says the package is not on PyPI before release
 
 
 def test_config_with_token_needs_a_token(cli: Cli, env: dict[str, str]) -> None:

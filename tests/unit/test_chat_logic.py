@@ -344,7 +344,7 @@ async def test_the_caps_hold_for_the_exchange_being_saved() -> None:
     store = CountingStore()
     conversations = Conversations(service_for(upstream), store, Limits(max_turns=5, max_bytes=1000), ttl_s=0)
     many = tuple(Message("user" if i % 2 == 0 else "assistant", f"m{i}") for i in range(6))
-    with pytest.raises(InvalidArguments, match="would store 8 turns.*KIMI_MAX_TURNS"):
+    with pytest.raises(InvalidArguments, match=r"would store 8 turns.*KIMI_MAX_TURNS"):
         await conversations.run(ME, "c", ChatArgs(prompt="q", messages=many), continuing=False, listener=None)
     with pytest.raises(InvalidArguments, match="KIMI_MAX_CONVERSATION_BYTES"):
         await conversations.run(ME, "c", ChatArgs(prompt="x" * 2000), continuing=False, listener=None)

@@ -240,3 +240,37 @@ async def test_the_client_asks_only_for_encodings_it_can_bound() -> None:
     client, seen = client_for(httpx2.Response(200, json={"choices": [{"message": {"content": "ok"}}]}))
     await client.chat(dict(BODY))
     assert seen[0].headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.anyio
+async def test_a_slow_drip_request_body_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import anyio
+
+    from kimi_mcp.server import http
+
+    monkeypatch.setattr(http, "BODY_IDLE_S", 0.2)
+    messages = [{"type": "http.request", "body": b"{", "more_body": True}]
+
+    async def drip() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep(3600)  # the client never sends the rest
+        raise AssertionError("unreachable")
+
+    receive = http._body_deadline(drip)
+    assert (await receive())["body"] == b"{"
+    started = time.monotonic()
+    assert await receive() == {"type": "http.disconnect"}
+    assert time.monotonic() - started < 5
+
+    done = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def complete() -> dict[str, Any]:
+        if done:
+            return done.pop(0)
+        await anyio.sleep(0.5)  # waiting for a disconnect after the body: not timed
+        return {"type": "http.disconnect", "late": True}
+
+    receive = http._body_deadline(complete)
+    await receive()
+    assert (await receive()).get("late") is True
