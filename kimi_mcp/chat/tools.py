@@ -118,8 +118,9 @@ class ChatTools:
             generation = waiting[0]
         else:
             raise InvalidArguments(
-                f"nothing to resume in conversation {conversation_id!r}: its answers are complete "
-                "(read them with kimi_read_conversation)"
+                f"nothing to resume in conversation {conversation_id!r}: no answer is in progress here. A "
+                "finished answer is in kimi_read_conversation; one that was in progress when the server "
+                "restarted (or that nobody resumed for 15 minutes) is lost: ask again"
             )
         generation.detached = False
         generation.attach(sink)

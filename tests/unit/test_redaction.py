@@ -45,3 +45,20 @@ class TestRedaction:
     def test_redact_value(self) -> None:
         value = {"a": [TOKEN, {"b": f"x{TOKEN}y"}], "n": 1, "none": None}
         assert redact_value(value, (TOKEN,)) == {"a": [MASK, {"b": f"x{MASK}y"}], "n": 1, "none": None}
+
+
+def test_debug_logging_keeps_transport_loggers_quiet() -> None:
+    """At DEBUG the SSE transport would log whole prompts and answers: it stays at WARNING."""
+    import logging
+
+    from kimi_mcp.redaction import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("DEBUG", ())
+        for name in ("mcp.server.sse", "sse_starlette", "httpx2", "httpcore2"):
+            assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
