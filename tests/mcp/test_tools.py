@@ -22,18 +22,10 @@ from mcp.shared.exceptions import MCPError
 from tests.mcp.helpers import assert_clean, error_of, ok, only_request, still_answers, text
 from tests.support.fake_ace import FakeAce, ace_error, reply
 from tests.support.harness import connect
+from tests.support.models import ALL_IDS
 
 pytestmark = pytest.mark.anyio
 
-ALL_IDS = [
-    "kimi-k2.5",
-    "kimi-k2-thinking",
-    "kimi-k2-thinking-turbo",
-    "kimi-k2-instruct-0905",
-    "kimi-k2-0905-preview",
-    "kimi-k2-turbo-preview",
-    "kimi-k2-0711-preview",
-]
 TOOLS = {"kimi_chat", "kimi_json", "kimi_list_conversations", "kimi_read_conversation", "kimi_delete_conversation"}
 STREAM_OPTIONS = {"stream": True, "stream_options": {"include_usage": True}}
 JSON_INSTRUCTION = "Answer with JSON only: one valid JSON value, no prose, no Markdown fences."

@@ -6,17 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kimi_mcp.catalogue import CATALOGUE, Catalogue, SamplingRule
+from tests.support.models import ALL_IDS
 from tests.unit.samples import model
-
-ALL_IDS = [
-    "kimi-k2.5",
-    "kimi-k2-thinking",
-    "kimi-k2-thinking-turbo",
-    "kimi-k2-instruct-0905",
-    "kimi-k2-0905-preview",
-    "kimi-k2-turbo-preview",
-    "kimi-k2-0711-preview",
-]
 
 
 class TestCatalogue:
