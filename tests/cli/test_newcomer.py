@@ -214,10 +214,25 @@ def test_an_oversized_stdio_request_is_refused_and_the_server_keeps_serving(home
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
     ping = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "ping"})
     initialized = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
-    result = subprocess.run([sys.executable, "-m", "kimi_mcp"], env=env, cwd=ROOT, capture_output=True, text=True,
-                            input="\n".join([init, initialized, huge, ping]) + "\n", timeout=60)
-    answers = {m.get("id"): m for m in map(json.loads, result.stdout.splitlines())}
-    assert answers[7]["error"]["data"] == "kimi-mcp/request-too-large"  # answered at once, not left waiting
+    proc = subprocess.Popen([sys.executable, "-m", "kimi_mcp"], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    answers: dict[object, dict[str, object]] = {}
+    try:
+        proc.stdin.write("\n".join([init, initialized, huge, ping]) + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while 8 not in answers and time.monotonic() < deadline:  # keep stdin open until answered
+            line = proc.stdout.readline()
+            if not line:
+                break
+            message = json.loads(line)
+            answers[message.get("id")] = message
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    stderr = proc.stderr.read()
+    assert answers[7]["error"]["data"] == "kimi-mcp/request-too-large"  # type: ignore[index]  # answered at once
     assert answers[8]["result"] == {}
     assert fake.requests == []
-    assert "larger than 65536 bytes" in result.stderr
+    assert "larger than 65536 bytes" in stderr
