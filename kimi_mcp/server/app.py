@@ -223,11 +223,20 @@ def _admit_errors(tool: MCPTool) -> MCPTool:
 
 def _inline_inputs(tool: MCPTool) -> MCPTool:
     schema = tool.input_schema
-    if "$defs" not in schema:
-        return tool
-    defs = schema["$defs"]
+    defs = schema.get("$defs", {})
     inlined = _inline({k: v for k, v in schema.items() if k != "$defs"}, defs, depth=0)
-    return tool.model_copy(update={"input_schema": inlined})
+    properties = {name: _closed(prop) for name, prop in inlined.get("properties", {}).items()}
+    return tool.model_copy(update={"input_schema": {**inlined, "properties": properties}})
+
+
+def _closed(prop: dict[str, Any]) -> dict[str, Any]:
+    """An argument that takes a free-form object OR its JSON string is published as the string:
+    strict-mode converters (openai-agents) refuse open objects. The object is still accepted."""
+    branches = prop.get("anyOf")
+    if not isinstance(branches, list) or {"type": "string"} not in branches:
+        return prop
+    kept = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "object" and "properties" not in b)]
+    return {**prop, "anyOf": kept} if len(kept) != len(branches) else prop
 
 
 def _inline(value: Any, defs: dict[str, Any], depth: int) -> Any:

@@ -57,7 +57,7 @@ ThinkingArg = Annotated[Literal["enabled", "disabled"] | None, Field(description
 IncludeReasoning = Annotated[bool, Field(description=(
     "Add the model's reasoning to the structured result (the text stays the answer alone)."))]
 SchemaArg = Annotated[dict[str, Any] | str | None, Field(description=(
-    "Optional JSON Schema the answer must match (an object, or the same as a JSON string); "
+    "Optional JSON Schema the answer must match, as a JSON string (an object is accepted too); "
     "a mismatching answer is repaired once."))]
 ConversationId = Annotated[str | None, Field(max_length=200, description=(
     "Continue a stored conversation: pass the conversation_id of an earlier kimi_chat result. "

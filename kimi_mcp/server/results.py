@@ -155,7 +155,8 @@ def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> 
         pruned_turns=turn.pruned_turns,
     )
     shown = text if text.strip() or notice is None else f"[{notice}]"
-    # Many agent frameworks show the model only the first text block: what it must act on goes there.
+    # Many agent frameworks (openai-agents, LangChain, mcp-use, smolagents) show the model only the
+    # first text block: what it must act on goes there. pydantic-ai shows the structured result.
     return _result(f"{shown}\n\n[conversation_id: {turn.conversation_id}]", structured)
 
 

@@ -120,6 +120,7 @@ async def test_input_schemas_are_self_contained(client: Client) -> None:
     assert item["properties"]["role"]["enum"] == ["system", "user", "assistant"]
     schema = tools["kimi_json"].input_schema["properties"]["schema"]
     assert {"type": "string"} in schema["anyOf"]  # strict converters close objects: a string always works
+    assert all(b.get("type") != "object" for b in schema["anyOf"])  # no open object to refuse
 
 
 async def test_annotations(client: Client) -> None:

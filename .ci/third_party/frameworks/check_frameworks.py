@@ -23,7 +23,7 @@ summary; exit status 1 when any check failed (2 on a set-up problem).
 Environment:
   KIMI_MCP_PY               python that has kimi_mcp (default: <repo>/.venv/bin/python)
   FRAMEWORKS_STEP_TIMEOUT   seconds per step (default 60)
-  FRAMEWORKS_TOTAL_TIMEOUT  seconds for the whole script (default 150)
+  FRAMEWORKS_RUN_TIMEOUT    seconds for all the checks (default 150)
   FRAMEWORKS_ONLY           "pydantic-ai" or "openai-agents" to run one framework only
   FRAMEWORKS_LOG_DIR        directory for the server / fake logs (default: a temp dir, removed
                             unless something failed)
@@ -49,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[3]
 KIMI_MCP_PY = os.environ.get("KIMI_MCP_PY") or str(ROOT / ".venv" / "bin" / "python")
 STEP_TIMEOUT = float(os.environ.get("FRAMEWORKS_STEP_TIMEOUT", "60"))
-TOTAL_TIMEOUT = float(os.environ.get("FRAMEWORKS_TOTAL_TIMEOUT", "150"))
+TOTAL_TIMEOUT = float(os.environ.get("FRAMEWORKS_RUN_TIMEOUT", "150"))
 ONLY = os.environ.get("FRAMEWORKS_ONLY", "")
 
 # Deliberately fake; handed to both the fake upstream (--token) and the server.
@@ -227,11 +227,14 @@ def check_listed(fw: str, names: list[str]) -> bool:
     return True
 
 
-async def step(fw: str, what: str, coro: Awaitable[Any]) -> Any:
+async def step(fw: str, what: str, coro: Awaitable[Any], seconds: float = STEP_TIMEOUT) -> Any:
+    # asyncio.timeout, not wait_for: the clients enter anyio task groups that must be left in the
+    # task that entered them, and wait_for would run the step in a task of its own.
     try:
-        return await asyncio.wait_for(coro, STEP_TIMEOUT)
-    except (asyncio.TimeoutError, TimeoutError) as err:
-        raise CheckFailed(f"{fw}: {what} did not finish within {STEP_TIMEOUT:g} s") from err
+        async with asyncio.timeout(seconds):
+            return await coro
+    except TimeoutError as err:
+        raise CheckFailed(f"{what} did not finish within {seconds:g} s") from err
 
 
 # --------------------------------------------------------------------------- pydantic-ai
@@ -243,7 +246,13 @@ async def check_pydantic_ai(fake: Fake, home: Path, log_dir: Path) -> None:
     from pydantic_ai import Agent, RunContext
     from pydantic_ai.mcp import MCPToolset
     from pydantic_ai.messages import (
-        ModelMessage, ModelRequest, ModelResponse, RetryPromptPart, TextPart, ToolCallPart, ToolReturnPart,
+        ModelMessage,
+        ModelRequest,
+        ModelResponse,
+        RetryPromptPart,
+        TextPart,
+        ToolCallPart,
+        ToolReturnPart,
     )
     from pydantic_ai.models.function import AgentInfo, FunctionModel
     from pydantic_ai.models.test import TestModel
@@ -283,24 +292,22 @@ async def check_pydantic_ai(fake: Fake, home: Path, log_dir: Path) -> None:
 
     agent = Agent(FunctionModel(model), toolsets=[toolset])
 
-    async with toolset:
-        await step(fw, "starting the server (MCPToolset.__aenter__)", asyncio.sleep(0))
+    await step(fw, "starting the server (MCPToolset.__aenter__)", toolset.__aenter__())
+    try:
         ctx = RunContext(deps=None, model=TestModel(), usage=RunUsage())
         tools = await step(fw, "get_tools", toolset.get_tools(ctx))
         defs = {name: t.tool_def for name, t in tools.items()}
         if check_listed(fw, list(defs)):
             check_descriptions(fw, {n: d.description for n, d in defs.items()})
-            bad = {n: short(d.parameters_json_schema.get("properties", {}).get("schema"), 200)
-                   for n, d in defs.items() if n == "kimi_json"
-                   and "schema" not in d.parameters_json_schema.get("properties", {})}
-            if bad:
-                fail(f"{fw} kimi_json offers a schema argument", str(bad))
+            props = defs["kimi_json"].parameters_json_schema.get("properties", {})
+            if "schema" not in props:
+                fail(f"{fw} kimi_json has a schema argument", f"its properties: {list(props)}")
 
         result = await step(fw, "Agent.run (FunctionModel calling kimi_chat, then kimi_json)",
                             agent.run("Use the kimi tools."))
         final = parsed(result.output)
         if not isinstance(final, dict):
-            raise CheckFailed(f"{fw}: the run's output is not the tool outputs: {short(result.output)}")
+            raise CheckFailed(f"the run's output is not the tool outputs: {short(result.output)}")
         if offered and not set(STRICT_TOOLS) <= set(offered[0]):
             fail(f"{fw} tools offered to the model", f"{offered[0]}")
         for tool, check in (("kimi_chat", check_chat_seen), ("kimi_json", check_json_seen)):
@@ -312,6 +319,8 @@ async def check_pydantic_ai(fake: Fake, home: Path, log_dir: Path) -> None:
             else:
                 check(fw, got)
         check_upstream(fw, fake)
+    finally:
+        await step(fw, "stopping the server (MCPToolset.__aexit__)", toolset.__aexit__(None, None, None), 15)
 
 
 # --------------------------------------------------------------------------- openai-agents
@@ -352,6 +361,27 @@ async def check_openai_agents(fake: Fake, home: Path, log_dir: Path) -> None:
             return "\n".join(output_text(o) for o in out)
         return json.dumps(out, default=str)
 
+    sent: dict[str, dict[str, Any]] = {}
+
+    def model_args(tool: FunctionTool, given: dict[str, Any]) -> dict[str, Any]:
+        """The arguments a model sends: with a strict schema every property is required, so a model
+        sends them all, null (or the default) for the ones it does not mean to set."""
+        args = dict(given)
+        if tool.strict_json_schema:
+            for name, prop in tool.params_json_schema.get("properties", {}).items():
+                if name in args:
+                    continue
+                types = [b.get("type") for b in prop.get("anyOf", [])] + [prop.get("type")]
+                if "default" in prop:
+                    args[name] = prop["default"]
+                elif "null" in types or any(isinstance(t, list) and "null" in t for t in types):
+                    args[name] = None
+                else:
+                    raise CheckFailed(f"{tool.name}'s strict schema requires {name!r}, which admits no null "
+                                      f"and has no default: {short(prop, 200)}")
+        sent[tool.name] = args
+        return args
+
     class ScriptedModel(Model):
         async def get_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
                                output_schema: Any, handoffs: Any, tracing: Any, **_: Any) -> ModelResponse:
@@ -360,15 +390,15 @@ async def check_openai_agents(fake: Fake, home: Path, log_dir: Path) -> None:
                 item = item if isinstance(item, dict) else item.model_dump()
                 if item.get("type") == "function_call_output" and item.get("call_id") in call_names:
                     seen[call_names[item["call_id"]]] = output_text(item.get("output"))
+            by_name = {t.name: t for t in tools if isinstance(t, FunctionTool)}
             if "kimi_chat" not in seen:
+                args = model_args(by_name["kimi_chat"], {"prompt": CHAT_PROMPT})
                 out: Any = ResponseFunctionToolCall(type="function_call", id="fc_1", call_id="call_chat",
-                                                    name="kimi_chat", arguments=json.dumps({"prompt": CHAT_PROMPT}),
-                                                    status="completed")
+                                                    name="kimi_chat", arguments=json.dumps(args), status="completed")
             elif "kimi_json" not in seen:
+                args = model_args(by_name["kimi_json"], {"prompt": JSON_PROMPT, "schema": JSON_SCHEMA_STR})
                 out = ResponseFunctionToolCall(type="function_call", id="fc_2", call_id="call_json",
-                                               name="kimi_json", status="completed",
-                                               arguments=json.dumps({"prompt": JSON_PROMPT,
-                                                                     "schema": JSON_SCHEMA_STR}))
+                                               name="kimi_json", arguments=json.dumps(args), status="completed")
             else:
                 out = ResponseOutputMessage(
                     type="message", id="msg_1", role="assistant", status="completed",
@@ -383,8 +413,9 @@ async def check_openai_agents(fake: Fake, home: Path, log_dir: Path) -> None:
         tools = await step(fw, "list_tools", server.list_tools())
         names = [t.name for t in tools]
         if check_listed(fw, names):
-            check_descriptions(fw, {t.name: t.description for t in tools})
             converted = {t.name: MCPUtil.to_function_tool(t, server, convert_schemas_to_strict=True) for t in tools}
+            # The description the model gets is the converted tool's.
+            check_descriptions(fw, {n: ft.description for n, ft in converted.items()})
             for n in STRICT_TOOLS:
                 ft = converted[n]
                 if ft.strict_json_schema:
@@ -412,27 +443,35 @@ async def check_openai_agents(fake: Fake, home: Path, log_dir: Path) -> None:
                 ok(f"{fw} Agent offers kimi_chat/kimi_json to the model with strict schemas")
         final = parsed(str(result.final_output))
         if not isinstance(final, dict):
-            raise CheckFailed(f"{fw}: the run's output is not the tool outputs: {short(result.final_output)}")
+            raise CheckFailed(f"the run's output is not the tool outputs: {short(result.final_output)}")
+        print(f"# {fw}: the scripted model sent " + "; ".join(
+            f"{n} {len(a)} arguments ({sum(v is None for v in a.values())} null)" for n, a in sent.items()), flush=True)
         for tool, check in (("kimi_chat", check_chat_seen), ("kimi_json", check_json_seen)):
             got = final.get(tool)
             if got is None:
                 fail(f"{fw} call {tool}", "the model was never handed a result")
-            elif got.startswith("An error occurred while running the tool"):
+            elif got.startswith("An error occurred while running the tool") or got.startswith("Invalid arguments"):
                 fail(f"{fw} call {tool}", f"the tool failed; openai-agents handed the model: {short(got)}")
             else:
                 check(fw, got)
         check_upstream(fw, fake)
     finally:
-        await asyncio.wait_for(server.cleanup(), 15)
+        await step(fw, "stopping the server (MCPServerStdio.cleanup)", server.cleanup(), 15)
 
 
 def strict_error(tools: Any) -> str:
+    """Why the strict conversion failed: the same call MCPUtil.to_function_tool makes, error kept."""
     from agents.mcp.util import tool_input_schema  # type: ignore[attr-defined]
     from agents.strict_schema import ensure_strict_json_schema
-    tool = next(iter(tools))
+    schema = json.loads(json.dumps(tool_input_schema(next(iter(tools)))))
+    empty = schema == {}
+    schema.setdefault("properties", {})
     try:
-        ensure_strict_json_schema(json.loads(json.dumps(tool_input_schema(tool))))
-    except Exception as err:  # noqa: BLE001 - reporting it
+        try:
+            ensure_strict_json_schema(schema, _reject_open_objects=not empty)
+        except TypeError:
+            ensure_strict_json_schema(schema)
+    except Exception as err:
         return f"{type(err).__name__}: {err}"
     return "no error when converting by hand"
 
@@ -452,6 +491,11 @@ def versions() -> str:
 
 
 async def run_all(fake: Fake, home: Path, log_dir: Path) -> None:
+    async with asyncio.timeout(TOTAL_TIMEOUT):
+        await _run_all(fake, home, log_dir)
+
+
+async def _run_all(fake: Fake, home: Path, log_dir: Path) -> None:
     for fw, check in FRAMEWORKS.items():
         if ONLY and fw != ONLY:
             continue
@@ -460,7 +504,7 @@ async def run_all(fake: Fake, home: Path, log_dir: Path) -> None:
             await check(fake, home, log_dir)
         except CheckFailed as err:
             fail(f"{fw}", str(err))
-        except Exception as err:  # noqa: BLE001 - every failure is reported, the other framework still runs
+        except Exception as err:
             fail(f"{fw}", f"{type(err).__name__}: {short(str(err), 800)}")
             traceback.print_exc(file=sys.stderr)
         print(f"# {fw}: {time.monotonic() - t0:.1f} s", flush=True)
@@ -478,13 +522,13 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         fake = Fake(log_dir)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         print(f"FAIL set-up: {err}", flush=True)
         return 2
     print(f"# fake Ace API at {fake.url}", flush=True)
     try:
-        asyncio.run(asyncio.wait_for(run_all(fake, home, log_dir), TOTAL_TIMEOUT))
-    except (asyncio.TimeoutError, TimeoutError):
+        asyncio.run(run_all(fake, home, log_dir))
+    except TimeoutError:
         fail("frameworks", f"the whole check did not finish within {TOTAL_TIMEOUT:g} s")
     finally:
         fake.stop()
@@ -492,12 +536,12 @@ def main() -> int:
     failed = [n for good, n in RESULTS if not good]
     print(f"frameworks: {len(RESULTS) - len(failed)} passed, {len(failed)} failed ({time.monotonic() - t0:.1f} s)",
           flush=True)
-    if failed or not RESULTS:
-        print(f"# logs kept in {log_dir}", flush=True)
-        return 1
-    if not keep:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    return 0
+    if not keep:  # else the caller (frameworks.sh) owns the directory
+        if failed or not RESULTS:
+            print(f"# logs kept in {log_dir}", flush=True)
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return 1 if failed or not RESULTS else 0
 
 
 if __name__ == "__main__":
