@@ -7,17 +7,28 @@ check that the token never reaches stderr covers as many log lines as possible.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.mcp.helpers import strip_footer
 from tests.support.fake_ace import FakeAce, ace_error, reply
-from tests.support.harness import Era, Kind, ServerLog, connect
+from tests.support.harness import ROOT, Era, Kind, ServerLog, client_mode, connect, free_port, server_env, wait_for_port
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +150,47 @@ async def test_token_never_shown(served: Served, fake: FakeAce) -> None:
     assert "'api_token': 'set (****)'" in log
     assert len(log.splitlines()) > 3
     assert fake.token not in log
+
+
+def _start_http(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as errors:
+        return subprocess.Popen([sys.executable, "-m", "kimi_mcp", "--transport", "streamable-http", "--port",
+                                 str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
+
+
+async def test_sigterm_stops_the_http_server_in_bounded_time(fake: FakeAce, tmp_path: Path) -> None:
+    """A call in flight does not hold a stopping HTTP server for KIMI_REQUEST_TIMEOUT: uvicorn waits at
+    most its grace period, the upstream request is cancelled, and the store is closed."""
+    store = tmp_path / "c.sqlite3"
+    port = free_port()
+    env = server_env(fake, KIMI_STORE=str(store), KIMI_SOFT_DEADLINE="0")
+    proc = _start_http(port, env, tmp_path / "server.log")
+    try:
+        wait_for_port(port, proc)
+        fake.script(reply("stored"), reply("never finishes", delay=60))
+        async with (
+            httpx2.AsyncClient(timeout=httpx2.Timeout(60)) as http,
+            Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http),
+                   mode=client_mode("modern")) as client,
+        ):
+            assert not (await client.call_tool("kimi_chat", {"prompt": "first"})).is_error
+            async with anyio.create_task_group() as tg:
+                async def slow() -> None:
+                    with anyio.move_on_after(30), contextlib.suppress(Exception):  # the server goes away
+                        await client.call_tool("kimi_chat", {"prompt": "slow"})
+
+                tg.start_soon(slow)
+                await anyio.to_thread.run_sync(lambda: fake.wait_for_requests(2, timeout=10))
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                await anyio.to_thread.run_sync(lambda: proc.wait(timeout=30))
+                took = time.monotonic() - started
+                tg.cancel_scope.cancel()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert took < 25, took  # the grace period is 10 s, not the 900 s request timeout
+    assert fake.wait_for_close(-1, timeout=5).client_closed  # the upstream request was cancelled
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 2
