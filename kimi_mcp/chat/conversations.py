@@ -129,11 +129,6 @@ class Conversations:
         with storage():
             return await self.store.get(principal, conversation_id)
 
-    async def summary(self, principal: str, conversation_id: str) -> ConversationSummary | None:
-        await self.purge_expired()
-        with storage():
-            return await self.store.summary(principal, conversation_id)
-
     async def list(self, principal: str, limit: int) -> builtins.list[ConversationSummary]:
         await self.purge_expired()
         with storage():

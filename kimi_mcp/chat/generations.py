@@ -174,6 +174,11 @@ class Generations:
         generation.detached = True
         generation.attach(None)
 
+    def reattach(self, generation: Generation[T], sink: ProgressSink | None) -> None:
+        """A resume call waits for it again (and hears its progress)."""
+        generation.detached = False
+        generation.attach(sink)
+
     def _bound(self, principal: str) -> None:
         """Drop the oldest detached answers past the caps, so abandoned work cannot pile up."""
         detached = sorted((g for gs in self._by_key.values() for g in gs if g.detached),

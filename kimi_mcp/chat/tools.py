@@ -122,8 +122,7 @@ class ChatTools:
                 "finished answer is in kimi_read_conversation; one that was in progress when the server "
                 "restarted (or that nobody resumed for 15 minutes) is lost: ask again"
             )
-        generation.detached = False
-        generation.attach(sink)
+        self.generations.reattach(generation, sink)
         return await self._hand_over(cast(Generation[ChatTurn], generation), conversation_id)
 
     async def _hand_over(self, generation: Generation[ChatTurn], conversation_id: str) -> ChatHandover:

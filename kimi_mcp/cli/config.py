@@ -30,6 +30,7 @@ __all__ = [
     "PLACEHOLDER",
     "ConfigError",
     "ConfigOptions",
+    "Merged",
     "WriteOutcome",
     "claude_code_command",
     "default_config_path",
@@ -76,6 +77,16 @@ class ConfigOptions:
     config_path: str | None = None
     flags: Mapping[str, str] = field(default_factory=dict)
     """Settings given as flags (field -> raw value): written into the entry's environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """The document after `merge_entry`, whether an entry of that name was replaced, and whether the
+    real token of that entry was kept instead of the placeholder."""
+
+    document: dict[str, Any]
+    replaced: bool
+    kept_token: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +184,8 @@ def default_config_path(host: str, env: Mapping[str, str] | None = None, platfor
     raise ConfigError(f"{HOST_NAMES.get(host, host)} has no config file kimi-mcp writes")
 
 
-def merge_entry(
-    document: dict[str, Any], host: str, name: str, fragment: dict[str, Any]
-) -> tuple[dict[str, Any], bool]:
-    """The document with the server entry (and VS Code's input) set; everything else kept.
-
-    Returns the new document and whether an entry of that name was replaced.
-    """
+def merge_entry(document: dict[str, Any], host: str, name: str, fragment: dict[str, Any]) -> Merged:
+    """The document with the server entry (and VS Code's input) set; everything else kept."""
     merged = dict(document)
     key = "servers" if host == "vscode" else "mcpServers"
     servers = merged.get(key, {})
@@ -198,7 +204,7 @@ def merge_entry(
             raise ConfigError("the file's 'inputs' is not a JSON array; fix it by hand first")
         ids = {i.get("id") for i in new_inputs}
         merged["inputs"] = [i for i in inputs if not (isinstance(i, dict) and i.get("id") in ids)] + new_inputs
-    return merged, replaced
+    return Merged(merged, replaced, kept_token=kept is not None)
 
 
 def _kept_token(old: Any, new: dict[str, Any]) -> str | None:
@@ -271,20 +277,14 @@ def write_config(path: Path, host: str, name: str, fragment: dict[str, Any]) -> 
     if path.is_symlink():
         path = path.resolve()
     document = _read_document(path)
-    merged, replaced = merge_entry(document or {}, host, name, fragment)
+    merged = merge_entry(document or {}, host, name, fragment)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         backup = _backup(path) if path.exists() else None
-        _write_atomically(path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
+        _write_atomically(path, json.dumps(merged.document, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc}") from None
-    new_env = merged["servers" if host == "vscode" else "mcpServers"][name].get("env", {})
-    kept = fragment_token(fragment, host, name) == PLACEHOLDER and new_env.get(TOKEN_ENV) != PLACEHOLDER
-    return WriteOutcome(path, backup, replaced, kept_token=kept)
-
-
-def fragment_token(fragment: dict[str, Any], host: str, name: str) -> Any:
-    return fragment["servers" if host == "vscode" else "mcpServers"][name].get("env", {}).get(TOKEN_ENV)
+    return WriteOutcome(path, backup, merged.replaced, kept_token=merged.kept_token)
 
 
 def run_config(settings: Settings, options: ConfigOptions, out: TextIO | None = None,
