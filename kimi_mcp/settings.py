@@ -186,6 +186,10 @@ OPTIONS: tuple[Option, ...] = (
            "Extra Host values the HTTP transports accept (comma-separated, host:port or host:*)."),
     Option("max_request_bytes", "KIMI_MAX_REQUEST_BYTES", "--max-request-bytes", _integer(1_024, 1_073_741_824),
            "4194304", "Largest HTTP request body accepted from a client."),
+    Option("client_timeout", "KIMI_CLIENT_TIMEOUT", "--client-timeout", _number(0.5, 3_600), "30",
+           "Seconds an HTTP client may take to send its request headers, or stay silent mid-body."),
+    Option("max_sessions_per_client", "KIMI_MAX_SESSIONS_PER_CLIENT", "--max-sessions-per-client",
+           _integer(1, 10_000), "100", "Open legacy (2025-11-25) Streamable HTTP sessions allowed per client."),
 )
 
 
@@ -218,6 +222,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_request_bytes: int = 4_194_304
+    client_timeout: float = 30.0
+    max_sessions_per_client: int = 100
 
     @classmethod
     def load(cls, env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:

@@ -8,6 +8,7 @@ a client: it is only ever the server's own setting.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -18,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__
+from ..chat import LOCAL
 from ..settings import Settings, SettingsError
 from .app import KimiServer
 from .context import SCOPE_KEY
+from .sessions import SessionLimiter, limit_sessions
 
 __all__ = ["build_app", "check_exposure", "load_client_tokens", "serve_http"]
 
@@ -40,7 +46,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = ("localhost",)
 SHUTDOWN_GRACE_S = 10
-BODY_IDLE_S = 30.0
 SESSION_IDLE_S = 600.0
 """A legacy (2025-11-25) Streamable HTTP session unused this long is closed (the SDK's default is 30 min)."""
 
@@ -136,7 +141,8 @@ def _principal(tokens: dict[str, str], offered: str | None) -> str | None:
     return found
 
 
-def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: TransportSecuritySettings) -> ASGIApp:
+def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: TransportSecuritySettings,
+                         client_timeout: float) -> ASGIApp:
     """/healthz for load balancers (no auth, no secrets); everything else passes the Host/Origin
     check (here, before the SDK, which on SSE logs a traceback for each refusal) and, when tokens
     are configured, needs a client token."""
@@ -165,13 +171,13 @@ def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: Transpo
             # The SDK ties a Streamable HTTP session to the user that opened it: another client
             # presenting that session id is answered as if the session did not exist.
             scope["user"] = AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[]))
-        await app(scope, _body_deadline(receive), send)
+        await app(scope, _body_deadline(receive, client_timeout), send)
 
     return guarded
 
 
-def _body_deadline(receive: Receive) -> Receive:
-    """A request body must keep coming: a client that sends nothing for BODY_IDLE_S (a byte every
+def _body_deadline(receive: Receive, idle_s: float) -> Receive:
+    """A request body must keep coming: a client that sends nothing for `idle_s` (a byte every
     few seconds never finishing) is treated as gone, so slow-drip requests cannot hold workers.
     Once the body is complete, waiting (for the client's disconnect) is untimed."""
     complete = False
@@ -180,12 +186,12 @@ def _body_deadline(receive: Receive) -> Receive:
         nonlocal complete
         if complete:
             return await receive()
-        with anyio.move_on_after(BODY_IDLE_S):
+        with anyio.move_on_after(idle_s):
             message = await receive()
             if message.get("type") != "http.request" or not message.get("more_body", False):
                 complete = True
             return message
-        log.info("a client stopped sending its request body for %g s; dropping it", BODY_IDLE_S)
+        log.info("a client stopped sending its request body for %g s; dropping it", idle_s)
         complete = True
         return {"type": "http.disconnect"}
 
@@ -202,7 +208,58 @@ def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) ->
         inner = server.streamable_http_app(transport_security=security, host=settings.host,
                                            max_request_body_size=settings.max_request_bytes,
                                            session_idle_timeout=SESSION_IDLE_S)
-    return with_auth_and_health(inner, tokens, security)
+        limiter = SessionLimiter(settings.max_sessions_per_client, SESSION_IDLE_S,
+                                 frozenset(HANDSHAKE_PROTOCOL_VERSIONS))
+        inner = limit_sessions(inner, limiter, lambda scope: str(scope.get(SCOPE_KEY) or LOCAL))
+    return with_auth_and_health(inner, tokens, security, settings.client_timeout)
+
+
+class HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for request headers (uvicorn has none): a
+    connection that has not sent a whole request head within `header_timeout` of opening, or of
+    its previous response, is closed, so headers dripped a byte at a time cannot hold it open."""
+
+    header_timeout = 30.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            log.info("a client sent no complete request head within %g s; closing its connection",
+                     self.header_timeout)
+            self.transport.close()
+
+
+def with_header_deadline(seconds: float) -> type[HeaderDeadline]:
+    """The protocol class for uvicorn's `http=` option, with this deadline."""
+    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": seconds})
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -240,7 +297,8 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
     # server is closing at that very moment. A stop (SIGTERM, Ctrl-C) waits at most SHUTDOWN_GRACE_S
     # for calls in flight, then cancels them (and their upstream requests) and closes the store.
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, log_config=None,
-                            timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+                            timeout_keep_alive=30, timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                            http=with_header_deadline(settings.client_timeout))
 
     async def run() -> None:
         # One state for the whole process, whatever the transport does per connection.
