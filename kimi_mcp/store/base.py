@@ -1,18 +1,27 @@
 """The conversation store contract: value types, errors, the Protocol and the shared pruning rules.
 
 Backends implement `ConversationStore`; the rules every backend must agree on (validation, sizes,
-which turns to prune) live here as plain functions so no backend re-derives them.
+which turns to prune, which answer fields are acceptable) live here as plain functions so no
+backend re-derives them. Besides conversations, a store keeps `AnswerRecord`s: the durable state
+of an answer being written, so a task can be looked up by id and a restart can report it lost.
 """
 
 from __future__ import annotations
 
 import builtins
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 __all__ = [
+    "ANSWER_STATUSES",
+    "MAX_ANSWER_BYTES",
+    "MAX_STATUS_MESSAGE_BYTES",
+    "AnswerKind",
+    "AnswerRecord",
+    "AnswerStatus",
     "Conversation",
     "ConversationNotFound",
     "ConversationStore",
@@ -21,7 +30,11 @@ __all__ = [
     "SaveResult",
     "StorageError",
     "Turn",
+    "check_answer",
+    "check_answer_fields",
     "check_exchange",
+    "clock",
+    "new_answer_id",
     "new_conversation_id",
     "plan_pruning",
     "text_bytes",
@@ -85,6 +98,39 @@ class Limits:
             raise ValueError("Limits.max_turns and Limits.max_bytes must be at least 1")
 
 
+AnswerStatus = Literal["working", "completed", "failed", "cancelled", "interrupted"]
+AnswerKind = Literal["task", "answer"]
+ANSWER_STATUSES: frozenset[str] = frozenset(get_args(AnswerStatus))
+_ANSWER_KINDS: frozenset[str] = frozenset(get_args(AnswerKind))
+
+# Per field (text, reasoning, result), in UTF-8 bytes. Upstream answers are capped far below this;
+# the bound only stops a bug from filling the disk, and a value beyond it is refused, never cut.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_STATUS_MESSAGE_BYTES = 64 * 1024  # a status message is one readable line
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """An answer being written (or just written): a task's or a soft-deadline piece's durable state.
+
+    Only "working" records change; the other statuses are final. Times are seconds since the epoch.
+    """
+
+    id: str  # unguessable handle (`new_answer_id`), also the task id
+    principal: str  # owner: another principal can neither read, change nor detect it
+    kind: AnswerKind
+    conversation_id: str | None
+    owner: str  # the process instance running it (for leases and lost answers)
+    status: AnswerStatus
+    status_message: str = ""
+    text: str = ""  # the answer so far
+    reasoning: str = ""  # the reasoning so far
+    result: str | None = None  # JSON text of the final result, once finished
+    created_at: float = 0.0
+    updated_at: float = 0.0  # also the heartbeat while working
+    expires_at: float = 0.0  # hidden from then on, and deleted by `purge_answers`
+
+
 class StorageError(Exception):
     """The store could not read or write (disk full, read-only, corrupt file).
 
@@ -146,6 +192,64 @@ class ConversationStore(Protocol):
         """Delete every conversation whose updated_at < older_than; return how many."""
         ...
 
+    async def create_answer(self, record: AnswerRecord) -> None:
+        """Insert a new answer record, durably (committed) before returning: its id may be handed
+        out as soon as this returns, and must then resolve, in this process or the next one.
+
+        Raises ValueError when a record with that id exists (ids are unguessable: that is a bug),
+        or when a field is invalid or too large (`check_answer`); nothing is written then.
+        """
+        ...
+
+    async def get_answer(self, principal: str, answer_id: str, *, now: float | None = None) -> AnswerRecord | None:
+        """The record, or None when absent, expired (`expires_at <= now`, default the current
+        time) or another principal's; the three look the same."""
+        ...
+
+    async def update_answer(
+        self,
+        principal: str,
+        answer_id: str,
+        *,
+        now: float,
+        status: AnswerStatus | None = None,
+        status_message: str | None = None,
+        text: str | None = None,
+        reasoning: str | None = None,
+        result: str | None = None,
+        expires_at: float | None = None,
+        owner: str | None = None,
+    ) -> AnswerRecord | None:
+        """Set the given fields and `updated_at = now` in one transaction, only while the record is
+        "working"; return the updated record.
+
+        None (and no change) when the record is finished (any other status: it never changes
+        again), absent, expired or another principal's. So when a cancel and a completion race,
+        whichever lands first wins and the other gets None. With no field given this is a
+        heartbeat. `result=None` leaves the result as it is. Raises ValueError as `create_answer`.
+        """
+        ...
+
+    async def answers_in(
+        self, principal: str, conversation_id: str, *, now: float | None = None
+    ) -> builtins.list[AnswerRecord]:
+        """The principal's unexpired records for a conversation, any status, oldest first."""
+        ...
+
+    async def count_answers(self, principal: str, *, now: float | None = None) -> int:
+        """How many unexpired "working" records the principal has (for per-caller bounds)."""
+        ...
+
+    async def interrupt_stale(self, *, now: float, stale_before: float, except_owner: str, message: str) -> int:
+        """Mark "interrupted" (with `message`, `updated_at = now`) every "working" record of any
+        principal whose `updated_at < stale_before` and whose owner is not `except_owner`: the
+        process running it died or restarted. One transaction; returns how many."""
+        ...
+
+    async def purge_answers(self, *, now: float) -> int:
+        """Delete every record whose `expires_at <= now`, whatever its status; return how many."""
+        ...
+
     async def close(self) -> None:
         """Release files and connections."""
         ...
@@ -154,6 +258,16 @@ class ConversationStore(Protocol):
 def new_conversation_id() -> str:
     """An unguessable id, so knowing one conversation's id reveals nothing about others."""
     return "conv_" + secrets.token_urlsafe(15)
+
+
+def new_answer_id() -> str:
+    """An unguessable answer (task) handle, as strong as a conversation id."""
+    return "ans_" + secrets.token_urlsafe(15)
+
+
+def clock(now: float | None) -> float:
+    """`now` if given, else the current time: what "expired" is measured against."""
+    return time.time() if now is None else now
 
 
 def text_bytes(text: str | None) -> int:
@@ -176,6 +290,47 @@ def check_exchange(principal: str, conversation_id: str, turns: Sequence[Turn]) 
         if turn.role not in _ROLES:
             raise ValueError(f"unknown turn role {turn.role!r}")
         turn_bytes(turn)  # raises UnicodeEncodeError now rather than halfway through a backend write
+
+
+def check_answer_fields(
+    *,
+    status: str | None = None,
+    status_message: str | None = None,
+    text: str | None = None,
+    reasoning: str | None = None,
+    result: str | None = None,
+    owner: str | None = None,
+) -> None:
+    """Reject an unknown status, an empty owner or an oversized text before any write (ValueError).
+
+    Sizes are measured in UTF-8, which also raises UnicodeEncodeError now for text no backend
+    could store (lone surrogates), rather than halfway through a write.
+    """
+    if status is not None and status not in ANSWER_STATUSES:
+        raise ValueError(f"unknown answer status {status!r}")
+    if owner is not None and not owner:
+        raise ValueError("an answer's owner must be non-empty")
+    if text_bytes(status_message) > MAX_STATUS_MESSAGE_BYTES:
+        raise ValueError(f"answer status_message exceeds {MAX_STATUS_MESSAGE_BYTES} bytes")
+    for name, value in (("text", text), ("reasoning", reasoning), ("result", result)):
+        if text_bytes(value) > MAX_ANSWER_BYTES:
+            raise ValueError(f"answer {name} exceeds {MAX_ANSWER_BYTES} bytes")
+
+
+def check_answer(record: AnswerRecord) -> None:
+    """Everything `check_answer_fields` checks, plus the id, principal and kind of a new record."""
+    if not record.id or not record.principal:
+        raise ValueError("an answer's id and principal must be non-empty")
+    if record.kind not in _ANSWER_KINDS:
+        raise ValueError(f"unknown answer kind {record.kind!r}")
+    check_answer_fields(
+        status=record.status,
+        status_message=record.status_message,
+        text=record.text,
+        reasoning=record.reasoning,
+        result=record.result,
+        owner=record.owner,
+    )
 
 
 def plan_pruning(system_bytes: int, turns: Sequence[tuple[str, int]], newest: int, limits: Limits) -> int:

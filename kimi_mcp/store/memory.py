@@ -7,19 +7,25 @@ is atomic with respect to other tasks.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from anyio.lowlevel import checkpoint
 
 from kimi_mcp.store.base import (
+    AnswerRecord,
+    AnswerStatus,
     Conversation,
     ConversationNotFound,
     ConversationSummary,
     Limits,
     SaveResult,
     Turn,
+    check_answer,
+    check_answer_fields,
     check_exchange,
+    clock,
     plan_pruning,
     text_bytes,
     turn_bytes,
@@ -55,10 +61,11 @@ class _Record:
 
 
 class MemoryStore:
-    """Conversations in a dict; lost when the process exits."""
+    """Conversations and answer records in dicts; lost when the process exits."""
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
+        self._answers: dict[str, AnswerRecord] = {}  # frozen records, replaced on change
 
     def _owned(self, principal: str, conversation_id: str) -> _Record | None:
         record = self._records.get(conversation_id)
@@ -128,6 +135,96 @@ class MemoryStore:
         expired = [cid for cid, r in self._records.items() if r.updated_at < older_than]
         for cid in expired:
             del self._records[cid]
+        return len(expired)
+
+    def _live_answer(self, principal: str, answer_id: str, now: float) -> AnswerRecord | None:
+        record = self._answers.get(answer_id)
+        if record is None or record.principal != principal or record.expires_at <= now:
+            return None
+        return record
+
+    async def create_answer(self, record: AnswerRecord) -> None:
+        check_answer(record)
+        await checkpoint()
+        if record.id in self._answers:
+            raise ValueError(f"answer {record.id} already exists")
+        self._answers[record.id] = record
+
+    async def get_answer(self, principal: str, answer_id: str, *, now: float | None = None) -> AnswerRecord | None:
+        await checkpoint()
+        return self._live_answer(principal, answer_id, clock(now))
+
+    async def update_answer(
+        self,
+        principal: str,
+        answer_id: str,
+        *,
+        now: float,
+        status: AnswerStatus | None = None,
+        status_message: str | None = None,
+        text: str | None = None,
+        reasoning: str | None = None,
+        result: str | None = None,
+        expires_at: float | None = None,
+        owner: str | None = None,
+    ) -> AnswerRecord | None:
+        """Check, then replace the frozen record without awaiting: the first finisher wins."""
+        check_answer_fields(
+            status=status, status_message=status_message, text=text, reasoning=reasoning, result=result, owner=owner
+        )
+        await checkpoint()
+        record = self._live_answer(principal, answer_id, now)
+        if record is None or record.status != "working":
+            return None
+        record = dataclasses.replace(
+            record,
+            status=record.status if status is None else status,
+            status_message=record.status_message if status_message is None else status_message,
+            text=record.text if text is None else text,
+            reasoning=record.reasoning if reasoning is None else reasoning,
+            result=record.result if result is None else result,
+            expires_at=record.expires_at if expires_at is None else expires_at,
+            owner=record.owner if owner is None else owner,
+            updated_at=now,
+        )
+        self._answers[answer_id] = record
+        return record
+
+    async def answers_in(
+        self, principal: str, conversation_id: str, *, now: float | None = None
+    ) -> builtins.list[AnswerRecord]:
+        await checkpoint()
+        at = clock(now)
+        found = [
+            r
+            for r in self._answers.values()
+            if r.principal == principal and r.conversation_id == conversation_id and r.expires_at > at
+        ]
+        return sorted(found, key=lambda r: (r.created_at, r.id))
+
+    async def count_answers(self, principal: str, *, now: float | None = None) -> int:
+        await checkpoint()
+        at = clock(now)
+        owned = (r for r in self._answers.values() if r.principal == principal and r.expires_at > at)
+        return sum(1 for r in owned if r.status == "working")
+
+    async def interrupt_stale(self, *, now: float, stale_before: float, except_owner: str, message: str) -> int:
+        check_answer_fields(status_message=message)
+        await checkpoint()
+        stale = [
+            r
+            for r in self._answers.values()
+            if r.status == "working" and r.updated_at < stale_before and r.owner != except_owner
+        ]
+        for r in stale:
+            self._answers[r.id] = dataclasses.replace(r, status="interrupted", status_message=message, updated_at=now)
+        return len(stale)
+
+    async def purge_answers(self, *, now: float) -> int:
+        await checkpoint()
+        expired = [answer_id for answer_id, r in self._answers.items() if r.expires_at <= now]
+        for answer_id in expired:
+            del self._answers[answer_id]
         return len(expired)
 
     async def close(self) -> None:

@@ -2,23 +2,28 @@
 
 All database work runs in a worker thread (never on the event loop) on one connection guarded
 by a lock; each save is a single `BEGIN IMMEDIATE` transaction, so a crash leaves no half turn.
+Answer records live in the same file (schema version 2), written the same way.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 
 from kimi_mcp.store.base import (
+    AnswerKind,
+    AnswerRecord,
+    AnswerStatus,
     Conversation,
     ConversationNotFound,
     ConversationSummary,
@@ -26,7 +31,10 @@ from kimi_mcp.store.base import (
     SaveResult,
     StorageError,
     Turn,
+    check_answer,
+    check_answer_fields,
     check_exchange,
+    clock,
     plan_pruning,
     text_bytes,
     turn_bytes,
@@ -36,7 +44,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # synchronous=FULL rather than NORMAL: in WAL mode NORMAL never corrupts the file, but a power cut
 # can lose the last commits. A save happens once per model round trip (seconds), so one extra
@@ -49,6 +57,10 @@ _PRAGMAS = (
 )
 
 _SUMMARY_COLUMNS = "id, principal, title, model, turns, size_bytes, created_at, updated_at"
+_ANSWER_COLUMNS = (
+    "id, principal, kind, conversation_id, owner, status, status_message, text, reasoning, result,"
+    " created_at, updated_at, expires_at"
+)
 
 # What the user reads after "conversation store at <path> ...", by SQLite primary result code.
 _PROBLEMS: dict[int, str] = {
@@ -82,8 +94,23 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS conversations_by_principal ON conversations (principal, updated_at)")
 
 
-# Key: the version a step produces. A later release adds {2: _migrate_to_2} and bumps SCHEMA_VERSION.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Answer records (tasks, soft-deadline pieces); no foreign key, since an answer may outlive
+    its conversation's deletion until it expires. Spelled out, never derived: a step is frozen."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS answers ("
+        " id TEXT PRIMARY KEY, principal TEXT NOT NULL,"
+        " kind TEXT NOT NULL CHECK (kind IN ('task', 'answer')), conversation_id TEXT, owner TEXT NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN ('working', 'completed', 'failed', 'cancelled', 'interrupted')),"
+        " status_message TEXT NOT NULL, text TEXT NOT NULL, reasoning TEXT NOT NULL, result TEXT,"
+        " created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL NOT NULL)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS answers_by_conversation ON answers (principal, conversation_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS answers_by_expiry ON answers (expires_at)")
+
+
+# Key: the version a step produces. A later release adds {3: _migrate_to_3} and bumps SCHEMA_VERSION.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 @contextlib.contextmanager
@@ -267,6 +294,95 @@ def _purge(conn: sqlite3.Connection, older_than: float) -> int:
     return conn.execute("DELETE FROM conversations WHERE updated_at < ?", (older_than,)).rowcount
 
 
+def _answer(row: Sequence[Any]) -> AnswerRecord:
+    return AnswerRecord(
+        id=row[0],
+        principal=row[1],
+        kind=cast(AnswerKind, row[2]),
+        conversation_id=row[3],
+        owner=row[4],
+        status=cast(AnswerStatus, row[5]),
+        status_message=row[6],
+        text=row[7],
+        reasoning=row[8],
+        result=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+        expires_at=row[12],
+    )
+
+
+def _create_answer(conn: sqlite3.Connection, r: AnswerRecord) -> None:
+    """Check and insert under the write lock; COMMIT (synchronous=FULL) makes it durable."""
+    with _transaction(conn):
+        if conn.execute("SELECT 1 FROM answers WHERE id = ?", (r.id,)).fetchone() is not None:
+            raise ValueError(f"answer {r.id} already exists")
+        conn.execute(
+            f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            dataclasses.astuple(r),  # _ANSWER_COLUMNS lists the fields in their declared order
+        )
+
+
+def _get_answer(conn: sqlite3.Connection, principal: str, answer_id: str, now: float) -> AnswerRecord | None:
+    row = conn.execute(
+        f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ? AND principal = ? AND expires_at > ?",
+        (answer_id, principal, now),
+    ).fetchone()
+    return None if row is None else _answer(row)
+
+
+def _update_answer(
+    conn: sqlite3.Connection, principal: str, answer_id: str, now: float, changes: dict[str, object]
+) -> AnswerRecord | None:
+    """One guarded UPDATE (only a live "working" row matches) and its re-read, in one transaction.
+
+    `changes` maps column names fixed by `SQLiteStore.update_answer` (never caller text) to values.
+    """
+    assignments = "".join(f"{column} = ?, " for column in changes)
+    with _transaction(conn):
+        cursor = conn.execute(
+            f"UPDATE answers SET {assignments}updated_at = ?"
+            " WHERE id = ? AND principal = ? AND status = 'working' AND expires_at > ?",
+            (*changes.values(), now, answer_id, principal, now),
+        )
+        if cursor.rowcount == 0:
+            return None
+        row = conn.execute(f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE id = ?", (answer_id,)).fetchone()
+    return _answer(row)
+
+
+def _answers_in(
+    conn: sqlite3.Connection, principal: str, conversation_id: str, now: float
+) -> builtins.list[AnswerRecord]:
+    rows = conn.execute(
+        f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE principal = ? AND conversation_id = ? AND expires_at > ?"
+        " ORDER BY created_at, id",
+        (principal, conversation_id, now),
+    ).fetchall()
+    return [_answer(row) for row in rows]
+
+
+def _count_answers(conn: sqlite3.Connection, principal: str, now: float) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM answers WHERE principal = ? AND status = 'working' AND expires_at > ?", (principal, now)
+    ).fetchone()
+    return int(row[0])
+
+
+def _interrupt_stale(conn: sqlite3.Connection, now: float, stale_before: float, except_owner: str, message: str) -> int:
+    with _transaction(conn):
+        return conn.execute(
+            "UPDATE answers SET status = 'interrupted', status_message = ?, updated_at = ?"
+            " WHERE status = 'working' AND updated_at < ? AND owner != ?",
+            (message, now, stale_before, except_owner),
+        ).rowcount
+
+
+def _purge_answers(conn: sqlite3.Connection, now: float) -> int:
+    with _transaction(conn):
+        return conn.execute("DELETE FROM answers WHERE expires_at <= ?", (now,)).rowcount
+
+
 class SQLiteStore:
     """Conversations in one SQLite file (WAL mode), shared safely by tasks and by processes."""
 
@@ -371,6 +487,60 @@ class SQLiteStore:
 
     async def purge_expired(self, *, older_than: float) -> int:
         return await self._run(lambda conn: _purge(conn, older_than))
+
+    async def create_answer(self, record: AnswerRecord) -> None:
+        check_answer(record)
+        await self._run(lambda conn: _create_answer(conn, record))
+
+    async def get_answer(self, principal: str, answer_id: str, *, now: float | None = None) -> AnswerRecord | None:
+        at = clock(now)
+        return await self._run(lambda conn: _get_answer(conn, principal, answer_id, at))
+
+    async def update_answer(
+        self,
+        principal: str,
+        answer_id: str,
+        *,
+        now: float,
+        status: AnswerStatus | None = None,
+        status_message: str | None = None,
+        text: str | None = None,
+        reasoning: str | None = None,
+        result: str | None = None,
+        expires_at: float | None = None,
+        owner: str | None = None,
+    ) -> AnswerRecord | None:
+        check_answer_fields(
+            status=status, status_message=status_message, text=text, reasoning=reasoning, result=result, owner=owner
+        )
+        given: dict[str, object | None] = {
+            "status": status,
+            "status_message": status_message,
+            "text": text,
+            "reasoning": reasoning,
+            "result": result,
+            "expires_at": expires_at,
+            "owner": owner,
+        }
+        changes = {column: value for column, value in given.items() if value is not None}
+        return await self._run(lambda conn: _update_answer(conn, principal, answer_id, now, changes))
+
+    async def answers_in(
+        self, principal: str, conversation_id: str, *, now: float | None = None
+    ) -> builtins.list[AnswerRecord]:
+        at = clock(now)
+        return await self._run(lambda conn: _answers_in(conn, principal, conversation_id, at))
+
+    async def count_answers(self, principal: str, *, now: float | None = None) -> int:
+        at = clock(now)
+        return await self._run(lambda conn: _count_answers(conn, principal, at))
+
+    async def interrupt_stale(self, *, now: float, stale_before: float, except_owner: str, message: str) -> int:
+        check_answer_fields(status_message=message)
+        return await self._run(lambda conn: _interrupt_stale(conn, now, stale_before, except_owner, message))
+
+    async def purge_answers(self, *, now: float) -> int:
+        return await self._run(lambda conn: _purge_answers(conn, now))
 
     async def probe_write(self) -> None:
         """Prove the file can be written (for `kimi-mcp doctor`): one write that changes nothing."""

@@ -1,21 +1,27 @@
 """The store layer (`kimi_mcp.store`): one contract class every `ConversationStore` backend passes
-unchanged (memory and SQLite today), the pruning plan, and SQLite's own durability tests (reopen,
-file permissions, a writer killed mid-save)."""
+unchanged (memory and SQLite today; conversations and answer records), the pruning plan, and
+SQLite's own durability tests (reopen, file permissions, a writer killed mid-save, migrations)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import string
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
+from typing import TypedDict, get_args
 
 import anyio
 import pytest
 
 from kimi_mcp.store import (
+    MAX_ANSWER_BYTES,
+    AnswerRecord,
+    AnswerStatus,
     ConversationNotFound,
     ConversationStore,
     Limits,
@@ -25,10 +31,12 @@ from kimi_mcp.store import (
     StorageError,
     Turn,
     default_store_path,
+    new_answer_id,
     new_conversation_id,
     open_store,
 )
-from kimi_mcp.store.base import plan_pruning
+from kimi_mcp.store.base import MAX_STATUS_MESSAGE_BYTES, plan_pruning
+from kimi_mcp.store.sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +73,43 @@ async def save(
         turns=turns,
         limits=limits or Limits(),
         now=now,
+    )
+
+
+LATER = 1_000.0  # the expiry of test answers: far after every `now` the tests use
+FINAL_STATUSES: tuple[AnswerStatus, ...] = ("completed", "failed", "cancelled", "interrupted")
+
+
+class AnswerTexts(TypedDict, total=False):
+    """The bounded fields of an answer, to pass one of them by name."""
+
+    text: str
+    reasoning: str
+    result: str
+
+
+def answer(
+    answer_id: str = "ans_a",
+    *,
+    principal: str = "local",
+    conversation_id: str | None = "conv_a",
+    owner: str = "proc-1",
+    status: AnswerStatus = "working",
+    created_at: float = 1.0,
+    updated_at: float | None = None,
+    expires_at: float = LATER,
+) -> AnswerRecord:
+    """A fresh answer record; `dataclasses.replace` sets the texts."""
+    return AnswerRecord(
+        id=answer_id,
+        principal=principal,
+        kind="answer",
+        conversation_id=conversation_id,
+        owner=owner,
+        status=status,
+        created_at=created_at,
+        updated_at=created_at if updated_at is None else updated_at,
+        expires_at=expires_at,
     )
 
 
@@ -245,6 +290,219 @@ class StoreContract:
         await store.close()
         await store.close()
 
+    # Answer records
+
+    async def test_answer_round_trip(self, store: ConversationStore) -> None:
+        record = dataclasses.replace(
+            answer(new_answer_id()),
+            kind="task",
+            status_message="thinking…",
+            text="héllo\x00 wörld",
+            reasoning="why 🤔",
+            result='{"text": "héllo"}',
+        )
+        await store.create_answer(record)
+        assert await store.get_answer("local", record.id, now=2.0) == record
+        assert await store.answers_in("local", "conv_a", now=2.0) == [record]
+        assert await store.count_answers("local", now=2.0) == 1
+        assert await store.get_answer("local", "ans_missing", now=2.0) is None
+
+    async def test_get_answer_defaults_to_the_current_time(self, store: ConversationStore) -> None:
+        now = time.time()
+        await store.create_answer(answer("ans_live", created_at=now, expires_at=now + 3600))
+        await store.create_answer(answer("ans_gone", created_at=now - 7200, expires_at=now - 3600))
+        assert await store.get_answer("local", "ans_live") is not None
+        assert await store.get_answer("local", "ans_gone") is None
+        assert [r.id for r in await store.answers_in("local", "conv_a")] == ["ans_live"]
+        assert await store.count_answers("local") == 1
+
+    async def test_an_answer_id_is_created_once(self, store: ConversationStore) -> None:
+        await store.create_answer(answer(owner="first"))
+        with pytest.raises(ValueError, match="already exists"):
+            await store.create_answer(answer(owner="second", status="completed"))
+        stored = await store.get_answer("local", "ans_a", now=2.0)
+        assert stored is not None and (stored.owner, stored.status) == ("first", "working")
+
+    async def test_answers_are_invisible_to_other_principals(self, store: ConversationStore) -> None:
+        await store.create_answer(answer(principal="alice"))
+        assert await store.get_answer("bob", "ans_a", now=2.0) is None
+        assert await store.update_answer("bob", "ans_a", now=2.0, status="cancelled", text="bob's") is None
+        assert await store.answers_in("bob", "conv_a", now=2.0) == []
+        assert await store.count_answers("bob", now=2.0) == 0
+        assert await store.get_answer("alice", "ans_a", now=3.0) == answer(principal="alice")
+
+    async def test_update_sets_only_the_given_fields(self, store: ConversationStore) -> None:
+        await store.create_answer(dataclasses.replace(answer(), text="so", reasoning="hm", status_message="start"))
+        updated = await store.update_answer("local", "ans_a", now=2.0, text="so far")
+        expected = dataclasses.replace(answer(), text="so far", reasoning="hm", status_message="start", updated_at=2.0)
+        assert updated == expected == await store.get_answer("local", "ans_a", now=2.0)
+        heartbeat = await store.update_answer("local", "ans_a", now=3.0)
+        assert heartbeat == dataclasses.replace(expected, updated_at=3.0)
+        moved = await store.update_answer(
+            "local", "ans_a", now=4.0, owner="proc-2", expires_at=2_000.0, reasoning="", status_message="resumed"
+        )
+        assert moved == dataclasses.replace(
+            expected, owner="proc-2", expires_at=2_000.0, reasoning="", status_message="resumed", updated_at=4.0
+        )
+        assert await store.update_answer("local", "ans_missing", now=5.0, text="x") is None
+
+    @pytest.mark.parametrize("final", FINAL_STATUSES)
+    async def test_a_finished_answer_never_changes(self, store: ConversationStore, final: AnswerStatus) -> None:
+        await store.create_answer(answer())
+        done = await store.update_answer(
+            "local", "ans_a", now=2.0, status=final, status_message="done", text="all", result='{"ok": true}'
+        )
+        assert done is not None and (done.status, done.result, done.updated_at) == (final, '{"ok": true}', 2.0)
+        for status in get_args(AnswerStatus):
+            assert await store.update_answer("local", "ans_a", now=3.0, status=status, text="more") is None
+        assert await store.update_answer("local", "ans_a", now=3.0) is None  # not even a heartbeat
+        assert await store.get_answer("local", "ans_a", now=4.0) == done
+
+    async def test_a_completion_after_a_cancel_is_refused(self, store: ConversationStore) -> None:
+        await store.create_answer(answer())
+        cancelled = await store.update_answer("local", "ans_a", now=2.0, status="cancelled", status_message="stop")
+        assert cancelled is not None and cancelled.status == "cancelled"
+        late = await store.update_answer("local", "ans_a", now=3.0, status="completed", text="all", result="{}")
+        assert late is None
+        assert await store.get_answer("local", "ans_a", now=4.0) == cancelled
+        assert cancelled.result is None and cancelled.text == ""
+
+    async def test_expiry_hides_and_purge_deletes(self, store: ConversationStore) -> None:
+        await store.create_answer(answer("ans_soon", expires_at=10.0))
+        await store.create_answer(answer("ans_later", created_at=2.0, expires_at=20.0, status="completed"))
+        assert await store.get_answer("local", "ans_soon", now=9.5) is not None
+        assert await store.get_answer("local", "ans_soon", now=10.0) is None  # expires_at <= now: gone
+        assert await store.update_answer("local", "ans_soon", now=10.0, text="late") is None
+        assert [r.id for r in await store.answers_in("local", "conv_a", now=9.5)] == ["ans_soon", "ans_later"]
+        assert [r.id for r in await store.answers_in("local", "conv_a", now=10.0)] == ["ans_later"]
+        assert await store.count_answers("local", now=10.0) == 0
+        assert await store.purge_answers(now=10.0) == 1
+        assert await store.get_answer("local", "ans_soon", now=5.0) is None  # deleted, not only hidden
+        assert await store.purge_answers(now=10.0) == 0
+        assert await store.purge_answers(now=20.0) == 1
+        assert await store.answers_in("local", "conv_a", now=0.0) == []
+
+    async def test_answers_in_is_one_conversation_oldest_first(self, store: ConversationStore) -> None:
+        for answer_id, created_at in [("ans_3", 3.0), ("ans_1", 1.0), ("ans_2b", 2.0), ("ans_2a", 2.0)]:
+            await store.create_answer(answer(answer_id, created_at=created_at))
+        await store.create_answer(answer("ans_other", conversation_id="conv_b"))
+        await store.create_answer(answer("ans_none", conversation_id=None))
+        found = await store.answers_in("local", "conv_a", now=5.0)
+        assert [r.id for r in found] == ["ans_1", "ans_2a", "ans_2b", "ans_3"]
+        assert [r.id for r in await store.answers_in("local", "conv_b", now=5.0)] == ["ans_other"]
+        assert await store.answers_in("local", "conv_c", now=5.0) == []
+        none = await store.get_answer("local", "ans_none", now=5.0)
+        assert none is not None and none.conversation_id is None
+
+    async def test_count_answers_counts_working_ones(self, store: ConversationStore) -> None:
+        await store.create_answer(answer("ans_1"))
+        await store.create_answer(answer("ans_2", conversation_id="conv_b"))
+        await store.create_answer(answer("ans_3", status="completed"))
+        await store.create_answer(answer("ans_4", principal="bob"))
+        assert await store.count_answers("local", now=2.0) == 2
+        await store.update_answer("local", "ans_1", now=2.0, status="failed")
+        assert await store.count_answers("local", now=2.0) == 1
+        assert await store.count_answers("bob", now=2.0) == 1
+
+    async def test_interrupt_stale_marks_only_stale_answers_of_other_owners(self, store: ConversationStore) -> None:
+        await store.create_answer(answer("ans_lost", owner="dead", updated_at=4.0))
+        await store.create_answer(answer("ans_lost_bob", principal="bob", owner="dead", updated_at=1.0))
+        await store.create_answer(answer("ans_mine", owner="me", updated_at=1.0))
+        await store.create_answer(answer("ans_fresh", owner="alive", updated_at=5.0))
+        await store.create_answer(answer("ans_done", owner="dead", status="completed", updated_at=1.0))
+        before = {r.id: r for r in await store.answers_in("local", "conv_a", now=6.0)}
+        count = await store.interrupt_stale(now=6.0, stale_before=5.0, except_owner="me", message="server restarted")
+        assert count == 2
+        after = {r.id: r for r in await store.answers_in("local", "conv_a", now=6.0)}
+        assert after["ans_lost"] == dataclasses.replace(
+            before["ans_lost"], status="interrupted", status_message="server restarted", updated_at=6.0
+        )
+        for unchanged in ("ans_mine", "ans_fresh", "ans_done"):
+            assert after[unchanged] == before[unchanged]
+        bobs = await store.get_answer("bob", "ans_lost_bob", now=6.0)
+        assert bobs is not None and bobs.status == "interrupted"
+        assert await store.update_answer("local", "ans_lost", now=7.0, status="completed") is None
+        assert await store.interrupt_stale(now=7.0, stale_before=5.0, except_owner="me", message="again") == 0
+
+    async def test_answer_sizes_are_bounded_never_cut(self, store: ConversationStore) -> None:
+        too_big = "é" * (MAX_ANSWER_BYTES // 2) + "x"  # bytes, not characters, are counted
+        oversized: list[tuple[str, AnswerTexts]] = [
+            ("text", {"text": too_big}),
+            ("reasoning", {"reasoning": too_big}),
+            ("result", {"result": too_big}),
+        ]
+        for field, texts in oversized:
+            with pytest.raises(ValueError, match=f"answer {field} exceeds"):
+                await store.create_answer(dataclasses.replace(answer(f"ans_{field}"), **texts))
+            assert await store.get_answer("local", f"ans_{field}", now=2.0) is None
+        long_message = "m" * (MAX_STATUS_MESSAGE_BYTES + 1)
+        with pytest.raises(ValueError, match="status_message exceeds"):
+            await store.create_answer(dataclasses.replace(answer(), status_message=long_message))
+        await store.create_answer(dataclasses.replace(answer(), text="x" * MAX_ANSWER_BYTES))  # the limit itself fits
+        for field, texts in oversized:
+            with pytest.raises(ValueError, match=f"answer {field} exceeds"):
+                await store.update_answer("local", "ans_a", now=2.0, status="completed", **texts)
+        with pytest.raises(ValueError, match="status_message exceeds"):
+            await store.interrupt_stale(now=2.0, stale_before=3.0, except_owner="me", message=long_message)
+        stored = await store.get_answer("local", "ans_a", now=2.0)
+        assert stored is not None and stored.status == "working" and len(stored.text) == MAX_ANSWER_BYTES
+        assert stored.updated_at == 1.0
+
+    async def test_invalid_answers_are_refused_without_writing(self, store: ConversationStore) -> None:
+        bad = [
+            dataclasses.replace(answer(), id=""),
+            dataclasses.replace(answer(), principal=""),
+            dataclasses.replace(answer(), owner=""),
+            dataclasses.replace(answer(), kind="job"),  # type: ignore[arg-type]
+            dataclasses.replace(answer(), status="done"),  # type: ignore[arg-type]
+            dataclasses.replace(answer(), text="\ud800"),  # a lone surrogate cannot be stored
+        ]
+        for record in bad:
+            with pytest.raises(ValueError):
+                await store.create_answer(record)
+        assert await store.answers_in("local", "conv_a", now=2.0) == []
+        await store.create_answer(answer())
+        with pytest.raises(ValueError, match="unknown answer status"):
+            await store.update_answer("local", "ans_a", now=2.0, status="done")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="owner"):
+            await store.update_answer("local", "ans_a", now=2.0, owner="")
+        assert await store.get_answer("local", "ans_a", now=2.0) == answer()
+
+    async def test_concurrent_updates_keep_exactly_one_final_state(self, store: ConversationStore) -> None:
+        """Heartbeats, a completion and a cancel all at once: one finisher wins, nothing after it lands."""
+        await store.create_answer(answer())
+        results: dict[str, AnswerRecord | None] = {}
+
+        async def record(name: str, update: Awaitable[AnswerRecord | None]) -> None:
+            results[name] = await update
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(record, f"beat {i}", store.update_answer("local", "ans_a", now=2.0 + i, text=f"text {i}"))
+                if i == 10:
+                    complete = store.update_answer("local", "ans_a", now=100.0, status="completed", result='{"t": 1}')
+                    tg.start_soon(record, "complete", complete)
+                if i == 20:
+                    cancel = store.update_answer("local", "ans_a", now=200.0, status="cancelled", status_message="stop")
+                    tg.start_soon(record, "cancel", cancel)
+        assert len(results) == 42
+        finishers = {name for name in ("complete", "cancel") if results[name] is not None}
+        assert len(finishers) == 1, results  # the other finisher got None
+        winner = results[finishers.pop()]
+        assert winner is not None and winner.status in ("completed", "cancelled")
+        # The stored record is exactly what the winner wrote: no heartbeat landed after it.
+        assert await store.get_answer("local", "ans_a", now=300.0) == winner
+        landed = sorted(r.updated_at for r in results.values() if r is not None)
+        assert landed[-1] == winner.updated_at == (100.0 if winner.status == "completed" else 200.0)
+
+    async def test_concurrent_creates_are_all_kept(self, store: ConversationStore) -> None:
+        ids = [new_answer_id() for _ in range(25)]
+        async with anyio.create_task_group() as tg:
+            for n, answer_id in enumerate(ids):
+                tg.start_soon(store.create_answer, answer(answer_id, created_at=float(n)))
+        assert [r.id for r in await store.answers_in("local", "conv_a", now=100.0)] == ids
+        assert await store.count_answers("local", now=100.0) == 25
+
 
 class TestMemoryStore(StoreContract):
     @pytest.fixture
@@ -278,6 +536,22 @@ async def _apply_pragma(store: SQLiteStore, pragma: str) -> None:
     await store.list("nobody")  # opens the lazy connection
     assert store._conn is not None
     store._conn.execute(pragma)
+
+
+# The version-1 schema exactly as kimi-mcp 0.1 wrote it (kept literal: `_migrate_to_1` must not be
+# what creates the file whose migration is being tested).
+_SCHEMA_V1 = (
+    "CREATE TABLE conversations ("
+    " id TEXT PRIMARY KEY, principal TEXT NOT NULL, title TEXT NOT NULL, model TEXT NOT NULL,"
+    " system TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,"
+    " turns INTEGER NOT NULL, size_bytes INTEGER NOT NULL)",
+    "CREATE TABLE turns ("
+    " conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,"
+    " seq INTEGER NOT NULL, role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+    " content TEXT NOT NULL, reasoning TEXT, created_at REAL NOT NULL,"
+    " PRIMARY KEY (conversation_id, seq))",
+    "CREATE INDEX conversations_by_principal ON conversations (principal, updated_at)",
+)
 
 
 _CRASH_CHILD = """
@@ -329,8 +603,80 @@ class TestSQLiteStore(StoreContract):
 
     async def test_schema_version_and_journal_mode_are_recorded(self, store: SQLiteStore, path: Path) -> None:
         await store.list("local")
-        assert _pragma(path, "user_version") == 1
+        assert _pragma(path, "user_version") == SCHEMA_VERSION == 2
         assert _pragma(path, "journal_mode") == "wal"
+
+    async def test_a_created_answer_is_committed_and_survives_reopening(self, store: SQLiteStore, path: Path) -> None:
+        record = dataclasses.replace(answer(new_answer_id(), owner="old-process"), kind="task", text="so far")
+        await store.create_answer(record)
+        # Another process (a tasks/get served elsewhere) sees it as soon as create_answer returns.
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            row = other.execute("SELECT principal, status, text FROM answers WHERE id = ?", (record.id,)).fetchone()
+        assert row == ("local", "working", "so far")
+        await store.close()
+        reopened = SQLiteStore(path)
+        try:
+            assert await reopened.get_answer("local", record.id, now=2.0) == record
+            lost = await reopened.interrupt_stale(now=3.0, stale_before=3.0, except_owner="new-process", message="lost")
+            assert lost == 1
+        finally:
+            await reopened.close()
+        again = SQLiteStore(path)
+        try:
+            stored = await again.get_answer("local", record.id, now=4.0)
+            assert stored is not None and (stored.status, stored.status_message, stored.text) == (
+                "interrupted", "lost", "so far"
+            )
+        finally:
+            await again.close()
+
+    async def test_version_1_file_migrates_in_place(self, path: Path) -> None:
+        await anyio.Path(path.parent).mkdir(parents=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', 'sys', 1.0, 2.0, 2, 24)"
+            )
+            conn.execute("INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)")
+            conn.execute("INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', 'why', 1.5)")
+            conn.execute("PRAGMA user_version = 1")
+        store = SQLiteStore(path)
+        try:
+            conv = await store.get("local", "conv_old")
+            assert conv is not None and conv.system == "sys"
+            assert conv.turns == (Turn("user", "question 0", None, 1.0), Turn("assistant", "answer 0", "why", 1.5))
+            s = conv.summary
+            assert (s.title, s.model, s.turns, s.size_bytes) == ("Old", "kimi-k2", 2, 24)
+            assert (s.created_at, s.updated_at) == (1.0, 2.0)
+            assert _pragma(path, "user_version") == 2
+            await store.create_answer(answer(conversation_id="conv_old"))
+            assert [r.id for r in await store.answers_in("local", "conv_old", now=2.0)] == ["ans_a"]
+            await save(store, "conv_old", pair(1), now=3.0)  # and conversations are still written normally
+            conv = await store.get("local", "conv_old")
+            assert conv is not None and conv.summary.turns == 4
+        finally:
+            await store.close()
+        if sys.platform != "win32":
+            assert (await anyio.Path(path).stat()).st_mode & 0o777 == 0o600
+
+    async def test_the_next_schema_version_is_refused(self, path: Path) -> None:
+        await anyio.Path(path.parent).mkdir(parents=True)
+        _pragma(path, f"user_version = {SCHEMA_VERSION + 1}")
+        store = SQLiteStore(path)
+        with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}, newer than this kimi-mcp"):
+            await store.get_answer("local", "ans_a")
+        assert _pragma(path, "user_version") == SCHEMA_VERSION + 1
+
+    async def test_a_new_store_file_is_private(self, store: SQLiteStore, path: Path) -> None:
+        if sys.platform == "win32":
+            pytest.skip("POSIX file modes")
+        await store.create_answer(answer())
+        for name in (path, f"{path}-wal"):
+            assert (await anyio.Path(name).stat()).st_mode & 0o777 == 0o600
+        assert (await anyio.Path(path.parent).stat()).st_mode & 0o777 == 0o700
 
     async def test_newer_schema_version_is_refused(self, path: Path) -> None:
         await anyio.Path(path.parent).mkdir(parents=True)
