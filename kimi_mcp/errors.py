@@ -17,6 +17,7 @@
     ├── InvalidJSON                invalid_json          no         no
     ├── StorageFailure             storage               no         no
     ├── Cancelled                  cancelled             yes        no
+    ├── Interrupted                interrupted           yes        no   (its process stopped: a restart)
     └── InternalError              internal              no         no
 
 `retryable` is what the host's model reads: calling again later can help. `auto_retry` is whether
@@ -37,6 +38,7 @@ __all__ = [
     "Forbidden",
     "InsufficientBalance",
     "InternalError",
+    "Interrupted",
     "InvalidArguments",
     "InvalidJSON",
     "InvalidResponse",
@@ -205,6 +207,16 @@ class Cancelled(KimiError):
     kind = "cancelled"
     retryable = True
     default_hint = "the server stopped this answer before it finished; call again"
+
+
+class Interrupted(KimiError):
+    """An answer whose process stopped (a restart, a crash) before it finished: it will not finish.
+    `details["partial_text"]` holds what had arrived."""
+
+    kind = "interrupted"
+    retryable = True
+    label = "Interrupted"
+    default_hint = "call again (what had arrived is in partial_text)"
 
 
 class InternalError(KimiError):

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import anyio
 
 from .catalogue import Catalogue
-from .chat import ChatService, ChatTools, Conversations, Generations, SchemaChecker
+from .chat import ChatService, ChatTools, Conversations, Generations, SchemaChecker, TaskLimits, Tasks
 from .settings import Settings
 from .store import Limits, default_store_path, open_store
 from .upstream import KimiClient, RetryPolicy, Timeouts, make_http_client
@@ -39,11 +39,13 @@ async def open_runtime(
                             retry=RetryPolicy(max_retries=settings.max_retries),
                             max_concurrency=settings.max_concurrency)
         service = ChatService(client, catalogue, settings.default_model)
+        masked = settings.secrets() if secrets is None else secrets
         conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400,
-                                      secrets=settings.secrets() if secrets is None else secrets)
+                                      secrets=masked)
         schemas = SchemaChecker()
+        tasks = Tasks(store, tg, TaskLimits(wait_s=settings.task_wait, ttl_s=settings.task_ttl), masked)
         try:
-            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas)
+            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas, tasks)
         finally:
             tg.cancel_scope.cancel()
             # Shielded (this may run because the process is being cancelled) and bounded.

@@ -139,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
            "Base URL of the Ace Data Cloud API."),
     Option("request_timeout", "KIMI_REQUEST_TIMEOUT", "--request-timeout", _number(1, 86_400), "900",
            "Overall seconds one upstream call may take (thinking models can take minutes)."),
-    Option("default_model", "KIMI_DEFAULT_MODEL", "--default-model", _text, "kimi-k2.5",
+    Option("default_model", "KIMI_DEFAULT_MODEL", "--default-model", _text, "kimi-k3",
            "Model used when a call names none."),
     Option("extra_models", "KIMI_EXTRA_MODELS", "--extra-models", _id_list, "",
            "Comma-separated model ids accepted beyond the built-in catalogue."),
@@ -186,10 +186,18 @@ OPTIONS: tuple[Option, ...] = (
            "Extra Host values the HTTP transports accept (comma-separated, host:port or host:*)."),
     Option("max_request_bytes", "KIMI_MAX_REQUEST_BYTES", "--max-request-bytes", _integer(1_024, 1_073_741_824),
            "4194304", "Largest HTTP request body accepted from a client."),
+    Option("task_wait", "KIMI_TASK_WAIT", "--task-wait", _number(0, 5), "3",
+           "Seconds a call from a tasks-capable client waits before it becomes a task (quick answers stay direct)."),
+    Option("task_ttl", "KIMI_TASK_TTL", "--task-ttl", _number(60, 604_800), "3600",
+           "Seconds a task's result is kept for polling after it was last updated."),
     Option("client_timeout", "KIMI_CLIENT_TIMEOUT", "--client-timeout", _number(0.5, 3_600), "30",
            "Seconds an HTTP client may take to send its request headers, or stay silent mid-body."),
     Option("max_sessions_per_client", "KIMI_MAX_SESSIONS_PER_CLIENT", "--max-sessions-per-client",
            _integer(1, 10_000), "100", "Open legacy (2025-11-25) Streamable HTTP sessions allowed per client."),
+    # local files the tools may read
+    Option("allowed_dirs", "KIMI_ALLOWED_DIRS", "--allowed-dirs", _id_list, "",
+           "Directories whose files kimi_chat and kimi_json may read (comma-separated; default: the working "
+           "directory over stdio, none over HTTP)."),
 )
 
 
@@ -200,7 +208,7 @@ class Settings:
     api_token: Secret | None = None
     base_url: str = "https://api.acedata.cloud"
     request_timeout: float = 900.0
-    default_model: str = "kimi-k2.5"
+    default_model: str = "kimi-k3"
     extra_models: tuple[str, ...] = ()
     log_level: str = "INFO"
     transport: str = "stdio"
@@ -222,8 +230,11 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_request_bytes: int = 4_194_304
+    task_wait: float = 3.0
+    task_ttl: float = 3600.0
     client_timeout: float = 30.0
     max_sessions_per_client: int = 100
+    allowed_dirs: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:

@@ -5,8 +5,14 @@
 # .ci/third_party/conformance-baseline.txt (expected failures, one line each:
 # `scenario-name  # reason`).
 #
+# Then a second pass: the tasks-* scenarios of the run again, against
+# .ci/third_party/tasks_fixtures_server.py (the suite's tasks fixture tools served through
+# kimi-mcp's own TasksExtension and Tasks), compared with conformance-tasks-baseline.txt under the
+# same rules. Its lines read "ok: [tasks fixtures] ..."; the closing line counts both passes.
+#
 #   bash .ci/third_party/conformance.sh                      # real server: $KIMI_MCP_PY -m kimi_mcp
 #   KIMI_MCP_STANDIN=1 bash .ci/third_party/conformance.sh   # the stand-in
+#   KIMI_MCP_STANDIN=tasks bash .ci/third_party/conformance.sh  # only the tasks pass
 #   bash .ci/third_party/conformance.sh --draft-baseline     # print a draft baseline of today's failures
 #
 # It fails on (a) a scenario that fails but is not in the baseline, (b) a
@@ -15,13 +21,17 @@
 # suite does not have. Each scenario prints one line "ok: ..." or "FAIL: ...".
 #
 # Environment:
-#   KIMI_MCP_PY, KIMI_MCP_STANDIN   as for inspector.sh (see lib.sh)
+#   KIMI_MCP_PY, KIMI_MCP_STANDIN   as for inspector.sh (see lib.sh); KIMI_MCP_STANDIN=tasks runs the
+#                             tasks-* scenarios (only) against tasks_fixtures_server.py, with the tasks baseline
 #   FAKE_URL                  upstream base URL handed to the server (default http://127.0.0.1:9,
 #                             where nothing listens: the scenarios never need the upstream)
 #   CONFORMANCE_SCENARIOS     run only these (space-separated); baseline checks apply to them only
 #   CONFORMANCE_SCENARIO_TIMEOUT  seconds per scenario (default 60; the suite's own --timeout is 30 s)
 #   CONFORMANCE_TOTAL_TIMEOUT     seconds for the whole script (default 1800)
-#   CONFORMANCE_BASELINE      baseline file (default .ci/third_party/conformance-baseline.txt)
+#   CONFORMANCE_BASELINE      baseline file (default .ci/third_party/conformance-baseline.txt;
+#                             with KIMI_MCP_STANDIN=tasks, conformance-tasks-baseline.txt)
+#   CONFORMANCE_TASKS_PASS    0 = skip the second pass (default 1)
+#   CONFORMANCE_TASKS_BASELINE  the second pass's baseline (default .ci/third_party/conformance-tasks-baseline.txt)
 #   THIRD_PARTY_LOG_DIR       keep each scenario's output and checks.json there
 set -uo pipefail
 
@@ -33,7 +43,12 @@ fi
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-BASELINE="${CONFORMANCE_BASELINE:-$TP_DIR/conformance-baseline.txt}"
+TASKS_BASELINE="${CONFORMANCE_TASKS_BASELINE:-$TP_DIR/conformance-tasks-baseline.txt}"
+if [ "$KIMI_MCP_STANDIN" = tasks ]; then
+  BASELINE="${CONFORMANCE_BASELINE:-$TASKS_BASELINE}" TAG="[tasks fixtures] "
+else
+  BASELINE="${CONFORMANCE_BASELINE:-$TP_DIR/conformance-baseline.txt}" TAG=
+fi
 SCEN_TIMEOUT="${CONFORMANCE_SCENARIO_TIMEOUT:-60}"
 SUITE_TIMEOUT_MS=$(( (SCEN_TIMEOUT > 40 ? 30 : SCEN_TIMEOUT * 2 / 3) * 1000 ))
 DRAFT=0
@@ -45,10 +60,11 @@ esac
 
 PASSED=0 FAILED=0 XFAILED=0
 SERVER_PID=
-ok()   { PASSED=$((PASSED + 1)); printf 'ok: %s\n' "$*"; }
-fail() { FAILED=$((FAILED + 1)); printf 'FAIL: %s\n' "$*"; }
+ok()   { PASSED=$((PASSED + 1)); printf 'ok: %s%s\n' "$TAG" "$*"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL: %s%s\n' "$TAG" "$*"; }
 
-on_exit() { local rc=$?; stop_server; cleanup_workdir "$rc"; }
+# The second pass's directory is inside the first's, which its caller keeps or removes.
+on_exit() { local rc=$?; stop_server; [ -n "${_KIMI_CONF_COUNTS:-}" ] || cleanup_workdir "$rc"; }
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'echo "FAIL: stopped by SIGTERM (the CONFORMANCE_TOTAL_TIMEOUT limit, default 1800 s, or a caller)"; exit 124' TERM
@@ -121,6 +137,8 @@ done
 if [ -n "${CONFORMANCE_SCENARIOS:-}" ]; then
   read -r -a SCENARIOS <<<"$CONFORMANCE_SCENARIOS"
   for s in "${SCENARIOS[@]}"; do [ -n "${KNOWN[$s]+x}" ] || fail "CONFORMANCE_SCENARIOS names unknown scenario '$s'"; done
+elif [ "$KIMI_MCP_STANDIN" = tasks ]; then
+  SCENARIOS=(); for s in "${ALL[@]}"; do [[ "$s" == tasks-* ]] && SCENARIOS+=("$s"); done
 else
   SCENARIOS=("${ALL[@]}")
 fi
@@ -164,7 +182,7 @@ for s in "${SCENARIOS[@]}"; do
   DRAFT_LINES+=("$s  # TODO reason (read the scenario's source); today: ${detail%% | *}")
   if [ -n "${REASON[$s]+x}" ]; then
     XFAILED=$((XFAILED + 1))
-    printf 'ok: %s fails as expected, %s (%s)\n' "$s" "$took" "${REASON[$s]}"
+    printf 'ok: %s%s fails as expected, %s (%s)\n' "$TAG" "$s" "$took" "${REASON[$s]}"
   else
     fail "$s failed ($took) and is not in the baseline: ${detail:-exit $rc}"
     sed 's/\x1b\[[0-9;]*m//g' "$out" | sed -n '/=== Failed Checks ===/,$p' | head -n 25 | sed 's/^/    /'
@@ -173,11 +191,35 @@ done
 log "ran ${#SCENARIOS[@]} scenarios in $((SECONDS - started))s"
 
 if [ "$DRAFT" = 1 ]; then
-  log "draft baseline of today's failures (write a real reason for each before committing):"
+  log "draft of $BASELINE, today's failures (write a real reason for each before committing):"
   printf '%s\n' "${DRAFT_LINES[@]}" >&2
 fi
 
-echo "conformance: $PASSED scenarios pass, $XFAILED fail as the baseline expects, $FAILED problems"
-# Closing line: "passed" = outcomes that match the baseline, "failed" = problems.
+echo "conformance: ${TAG}$PASSED scenarios pass, $XFAILED fail as the baseline expects, $FAILED problems"
+
+if [ -n "${_KIMI_CONF_COUNTS:-}" ]; then  # the second pass of a run: its caller counts and closes
+  echo "$PASSED $XFAILED $FAILED" >"$_KIMI_CONF_COUNTS"
+  [ "$FAILED" = 0 ]; exit
+fi
+
+# ---------------------------------------------------------------- second pass: the tasks fixtures
+
+TASKS_SCENARIOS=()
+for s in "${SCENARIOS[@]}"; do [[ "$s" == tasks-* ]] && TASKS_SCENARIOS+=("$s"); done
+if [ "$KIMI_MCP_STANDIN" != tasks ] && [ "${CONFORMANCE_TASKS_PASS:-1}" != 0 ] && [ "${#TASKS_SCENARIOS[@]}" -gt 0 ]; then
+  stop_server
+  log "second pass: ${#TASKS_SCENARIOS[@]} tasks-* scenarios against .ci/third_party/tasks_fixtures_server.py (the suite's fixture tools over kimi-mcp's tasks); baseline $TASKS_BASELINE"
+  counts="$WORK/tasks-pass.counts"; rm -f "$counts"
+  KIMI_MCP_STANDIN=tasks CONFORMANCE_BASELINE="$TASKS_BASELINE" CONFORMANCE_SCENARIOS="${TASKS_SCENARIOS[*]}" \
+      THIRD_PARTY_LOG_DIR="$WORK/tasks-fixtures" _KIMI_CONF_COUNTS="$counts" bash "$0" "$@"
+  rc=$?
+  if read -r p x f <"$counts" 2>/dev/null; then
+    PASSED=$((PASSED + p)) XFAILED=$((XFAILED + x)) FAILED=$((FAILED + f))
+  else
+    fail "the tasks pass ended (exit $rc) without reporting its counts; its logs are in $WORK/tasks-fixtures"
+  fi
+fi
+
+# Closing line (both passes): "passed" = outcomes that match the baselines, "failed" = problems.
 echo "conformance: $((PASSED + XFAILED)) passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -6,6 +6,8 @@
 #   KIMI_MCP_STANDIN  unset/0 = test the real server (`$KIMI_MCP_PY -m kimi_mcp`);
 #                     1 = test .ci/third_party/standin_server.py, which answers locally (no upstream);
 #                     upstream = the stand-in with --upstream, answering through the fake Ace API
+#                     tasks = .ci/third_party/tasks_fixtures_server.py: the conformance suite's tasks
+#                             fixture tools over kimi-mcp's own TasksExtension (conformance.sh only)
 #   THIRD_PARTY_LOG_DIR  keep logs here instead of a temp dir that is removed on success
 
 TP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +36,9 @@ server_cmd() {
   elif [ "$KIMI_MCP_STANDIN" = upstream ]; then
     SERVER_CMD=("$KIMI_MCP_PY" "$TP_DIR/standin_server.py" --upstream)
     SERVER_LABEL="stand-in via the fake Ace API ($TP_DIR/standin_server.py --upstream)"
+  elif [ "$KIMI_MCP_STANDIN" = tasks ]; then
+    SERVER_CMD=("$KIMI_MCP_PY" "$TP_DIR/tasks_fixtures_server.py")
+    SERVER_LABEL="tasks fixtures over kimi-mcp's tasks ($TP_DIR/tasks_fixtures_server.py)"
   else
     SERVER_CMD=("$KIMI_MCP_PY" -m kimi_mcp)
     SERVER_LABEL="kimi_mcp ($KIMI_MCP_PY -m kimi_mcp)"

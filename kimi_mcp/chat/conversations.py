@@ -170,13 +170,21 @@ class Conversations:
                 args = replace(args, system=stored.system)
             elif stored is not None and stored.system and args.system != stored.system:
                 notices.append("The new system prompt replaces the conversation's earlier one.")
-            self._check_fits(args)
             model = self.service.model(args.model or (stored.summary.model if stored else None))
             if on_model is not None:
                 on_model(model.id)
+            args = await self.service.attach(args, model)
+            self._check_fits(args)
             request = self.service.prepare(args, model=model)
             thinks = model.thinks(request.thinking)
-            history = _history(stored, keep_reasoning=thinks)
+            history = _history(stored, keep_reasoning=replays_reasoning(model, thinks))
+            if replays_reasoning(model, thinks) and model.reasoning_replay in ("keep", "required"):
+                history, left_out, preserve = close_reasoning_gaps(history, model)
+                request = replace(request, preserve_thinking=preserve)
+                if left_out:
+                    notices.append(f"{left_out} earlier turns were left out: {model.id} needs every earlier "
+                                   "answer's reasoning, and they have none (another model wrote them, or it was "
+                                   "not stored).")
             kept, dropped = trim_history(history, request.messages, model, args.max_tokens, thinks)
             if dropped:
                 notices.append(f"{dropped} oldest turns were left out to fit the context window.")
@@ -202,7 +210,7 @@ class Conversations:
                 f"({self.limits.max_turns}, KIMI_MAX_TURNS): send fewer messages"
             )
         size = text_bytes(args.system) + sum(text_bytes(m.content) for m in args.messages if m.role != "system")
-        size += text_bytes(args.prompt)
+        size += text_bytes(args.prompt) + text_bytes(args.attached.text if args.attached else None)
         if size > self.limits.max_bytes:
             raise InvalidArguments(
                 f"this call would store {size:,} bytes, more than one conversation keeps "
@@ -244,6 +252,26 @@ class Conversations:
 def _new_turns(args: ChatArgs) -> int:
     """How many of the request's last messages are new in this call (caller history + prompt)."""
     return len([m for m in args.messages if m.role != "system"]) + (1 if args.prompt is not None else 0)
+
+
+def replays_reasoning(model: ModelInfo, thinks: bool) -> bool:
+    """Whether earlier turns' reasoning goes back upstream: only where the catalogue says the model
+    needs it (it costs input tokens), and only when this call thinks."""
+    return thinks and model.reasoning_replay != "none"
+
+
+def close_reasoning_gaps(history: list[Message], model: ModelInfo) -> tuple[list[Message], int, bool]:
+    """A history the model accepts when some earlier answer has no reasoning (written by another
+    model, with thinking off, or stored without it): a `keep` model goes without preserved thinking
+    (and without the reasoning); a `required` model gets the history after the last such answer.
+    Returns (history, turns left out, preserved thinking still on)."""
+    gaps = [i for i, m in enumerate(history) if m.role == "assistant" and not m.reasoning]
+    if not gaps:
+        return history, 0, True
+    if model.reasoning_replay == "keep":
+        return [replace(m, reasoning=None) for m in history], 0, False
+    cut = gaps[-1] + 1
+    return history[cut:], cut, True
 
 
 def _history(stored: Conversation | None, *, keep_reasoning: bool) -> list[Message]:

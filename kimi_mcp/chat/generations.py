@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 
 from ..errors import Cancelled, KimiError
 from ..upstream import StreamAccumulator
-from .progress import ProgressSink, ProgressThrottle
+from .progress import ProgressSink, ProgressThrottle, StreamListener
 
 __all__ = ["Generation", "Generations"]
 
@@ -55,7 +55,7 @@ class Generation(Generic[T]):
     finished_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
     task_group: TaskGroup | None = None
-    _throttle: ProgressThrottle | None = None
+    _listener: StreamListener | None = None
 
     @property
     def text(self) -> str:
@@ -63,26 +63,30 @@ class Generation(Generic[T]):
 
     def attach(self, sink: ProgressSink | None) -> None:
         """Progress goes to this sink (a new tool call) from now on; None: to nobody."""
-        if self._throttle is not None:
-            self._throttle.close()
-        self._throttle = ProgressThrottle(sink, task_group=self.task_group) if sink is not None else None
+        self.listen(ProgressThrottle(sink, task_group=self.task_group) if sink is not None else None)
+
+    def listen(self, listener: StreamListener | None) -> None:
+        """The answer's updates go to this listener (a task's recorder, or a sink's throttle)."""
+        if isinstance(self._listener, ProgressThrottle):
+            self._listener.close()
+        self._listener = listener
 
     async def update(self, acc: StreamAccumulator) -> None:
         self.acc = acc
-        if self._throttle is not None:
-            await self._guard(self._throttle.update(acc))
+        if self._listener is not None:
+            await self._guard(self._listener.update(acc))
 
     async def status(self, message: str) -> None:
-        if self._throttle is not None:
-            await self._guard(self._throttle.status(message))
+        if self._listener is not None:
+            await self._guard(self._listener.status(message))
 
     async def flush(self) -> None:
-        if self._throttle is not None:
-            await self._guard(self._throttle.flush())
+        if self._listener is not None:
+            await self._guard(self._listener.flush())
 
     def new_attempt(self) -> None:
-        if self._throttle is not None:
-            self._throttle.new_attempt()
+        if self._listener is not None:
+            self._listener.new_attempt()
 
     async def _guard(self, sending: Awaitable[None]) -> None:
         """A listener that went away must not end the generation."""

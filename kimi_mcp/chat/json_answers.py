@@ -97,6 +97,7 @@ async def run_json(
     """Ask for JSON, repair once if needed, and return the parsed value."""
     wanted = parse_schema_arg(schema)
     schema_json = precheck(wanted) if wanted is not None else None
+    args = await service.attach(args)
     request = service.prepare(args, json_mode=True, system_suffix=instruction(wanted))
     if schema_json is not None:
         await schemas.check(schema_json)

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..catalogue import Catalogue, ModelInfo
-from ..errors import InvalidArguments
+from ..errors import InternalError, InvalidArguments, NotFound
 from ..upstream import Adjustment, ChatReply, ChatRequest, KimiClient, Message, build_body
+from .attachments import Attachments, ReadScope, read_attachments
 from .progress import StreamListener
 
 __all__ = ["ChatArgs", "ChatService", "Completed", "empty_answer_notice"]
@@ -33,6 +34,13 @@ class ChatArgs:
     top_p: float | None = None
     stop: str | Sequence[str] | None = None
     thinking: Literal["enabled", "disabled"] | None = None
+    reasoning_effort: str | None = None
+    files: Sequence[str] = ()
+    images: Sequence[str] = ()
+    read_scope: ReadScope = field(default_factory=ReadScope)
+    """Where `files` and `images` may be read (the operator's directories, the client's roots)."""
+    attached: Attachments | None = None
+    """`files` and `images` once read (`ChatService.attach`): what the user turn gets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,16 @@ def _stop_list(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     return items
 
 
+def _with_attachments(messages: list[Message], attached: Attachments | None) -> list[Message]:
+    """The last user turn (the prompt's) with the files' text and the images after it."""
+    if attached is None:
+        raise InternalError("files or images were not read before the request was prepared")
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    turn = messages[last]
+    content = f"{turn.content}\n\n{attached.text}" if attached.text else turn.content
+    return [*messages[:last], Message("user", content, images=attached.images), *messages[last + 1:]]
+
+
 def empty_answer_notice(reply: ChatReply, thinks: bool) -> str | None:
     """Explain an empty answer cut by the token budget instead of returning a silent ''."""
     if reply.text.strip() or reply.finish_reason != "length":
@@ -74,6 +92,16 @@ class ChatService:
         self.client = client
         self.catalogue = catalogue
         self.default_model = default_model
+
+    def _gone(self, error: NotFound, model: ModelInfo) -> NotFound:
+        """The upstream does not know the model (unknown or retired): say which ones are current."""
+        current = [m for m in self.catalogue.current_ids if m != model.id]
+        error.hint = (f"the upstream does not know {model.id} (retired or never available there); "
+                      f"call again with a current model: {', '.join(current)} (see kimi://models)")
+        if model.id == self.default_model:
+            error.hint += "; it is the server's default: set KIMI_DEFAULT_MODEL to one of them"
+        error.details.update({"model": model.id, "current_models": current})
+        return error
 
     def model(self, model_id: str | None) -> ModelInfo:
         wanted = (model_id or "").strip() or self.default_model
@@ -102,6 +130,9 @@ class ChatService:
                 f"thinking can only be switched on models that support it ({switchable}), not {model.id}; "
                 f"{model.id} thinking is {model.thinking!r}"
             )
+        effort = self._effort(args.reasoning_effort, model)
+        if args.images:
+            self._check_vision(model)
         system = args.system
         if system is not None and not system.strip():
             raise InvalidArguments("system must not be empty when given")
@@ -116,6 +147,8 @@ class ChatService:
             messages.append(Message("user", args.prompt))
         if not any(m.role == "user" for m in messages):
             raise InvalidArguments("give a prompt, or messages with at least one user turn")
+        if args.files or args.images:
+            messages = _with_attachments(messages, args.attached)
         # One system turn, first: `system` replaces any system turns in the history.
         history_system = "\n\n".join(m.content for m in messages if m.role == "system")
         messages = [m for m in messages if m.role != "system"]
@@ -133,19 +166,53 @@ class ChatService:
             stop=_stop_list(args.stop),
             thinking=None if args.thinking is None else args.thinking == "enabled",
             json_mode=json_mode,
+            reasoning_effort=effort,
         )
+
+    async def attach(self, args: ChatArgs, model: ModelInfo | None = None) -> ChatArgs:
+        """`args` with its files and images read (in a worker thread), once the model is known to take
+        images; `prepare` adds them to the user turn."""
+        if not (args.files or args.images) or args.attached is not None:
+            return args
+        if args.images:
+            self._check_vision(model or self.model(args.model))
+        return replace(args, attached=await read_attachments(args.files, args.images, args.read_scope))
+
+    def _check_vision(self, model: ModelInfo) -> None:
+        if not model.vision:
+            takers = ", ".join(m.id for m in self.catalogue if m.vision) or "none"
+            raise InvalidArguments(
+                f"images: {model.id} reads text only; models that take images: {takers}",
+                details={"vision_models": [m.id for m in self.catalogue if m.vision]},
+            )
+
+    def _effort(self, effort: str | None, model: ModelInfo) -> str | None:
+        """`reasoning_effort` as the catalogue allows it for this model (an extra model gets it as given)."""
+        if effort is None or not model.in_catalogue:
+            return effort
+        if effort not in model.reasoning_efforts:
+            takers = ", ".join(m.id for m in self.catalogue if m.reasoning_efforts) or "none"
+            allowed = f"one of {', '.join(model.reasoning_efforts)}" if model.reasoning_efforts else "not taken"
+            raise InvalidArguments(
+                f"reasoning_effort {effort!r} is not valid for {model.id} ({allowed}); models that take it: {takers}",
+                details={"reasoning_efforts": list(model.reasoning_efforts)},
+            )
+        return effort
 
     async def complete(self, request: ChatRequest, *, listener: StreamListener | None = None) -> Completed:
         """One upstream call; streamed (and reported to `listener`) when someone listens."""
         body, adjustments = build_body(request, stream=listener is not None)
-        if listener is None:
-            outcome = await self.client.chat(body)
-        else:
-            outcome = await self.client.chat(
-                body,
-                on_delta=listener.update,
-                on_queued=lambda: listener.status("queued: waiting for a free upstream slot"),
-            )
-            await listener.flush()
+        try:
+            if listener is None:
+                outcome = await self.client.chat(body)
+            else:
+                outcome = await self.client.chat(
+                    body,
+                    on_delta=listener.update,
+                    on_queued=lambda: listener.status("queued: waiting for a free upstream slot"),
+                )
+                await listener.flush()
+        except NotFound as error:
+            raise self._gone(error, request.model) from None
         reply = outcome.reply if outcome.reply.model else replace(outcome.reply, model=request.model.id)
         return Completed(reply, request, adjustments, outcome.attempts)

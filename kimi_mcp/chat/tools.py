@@ -10,18 +10,19 @@ the hand-over stops the generation, and so the upstream request, at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 
-from ..errors import InvalidArguments, KimiError
+from ..errors import Interrupted, InvalidArguments, KimiError
 from ..store import Conversation, ConversationSummary, new_conversation_id
 from .conversations import ChatTurn, Conversations
-from .generations import Generation, Generations
+from .generations import KEEP_FINISHED_S, Generation, Generations
 from .json_answers import JsonOutcome, run_json
-from .progress import ProgressSink, ProgressThrottle
+from .progress import ProgressSink, ProgressThrottle, StreamListener
 from .schemas import SchemaChecker
 from .service import ChatArgs, ChatService
+from .tasks import TaskRecorder, Tasks
 
 __all__ = ["LOCAL", "ChatHandover", "ChatTools", "Finished", "Partial"]
 
@@ -55,36 +56,50 @@ class ChatTools:
     """The tools' logic over the process's shared parts (built once by `kimi_mcp.runtime`)."""
 
     def __init__(self, service: ChatService, conversations: Conversations, generations: Generations,
-                 soft_deadline: float, schemas: SchemaChecker | None = None) -> None:
+                 soft_deadline: float, schemas: SchemaChecker | None = None, tasks: Tasks | None = None) -> None:
         self.service = service
         self.schemas = schemas or SchemaChecker()
         self.conversations = conversations
         self.generations = generations
         self.soft_deadline = soft_deadline
+        self.tasks = tasks
+        """Tool calls run as MCP tasks (None where nothing serves the extension, e.g. the CLI)."""
 
     async def chat(self, principal: str, args: ChatArgs, *, conversation_id: str | None,
-                   sink: ProgressSink | None) -> ChatHandover:
-        """kimi_chat: one exchange on a new or stored conversation."""
+                   sink: ProgressSink | None, task: TaskRecorder | None = None) -> ChatHandover:
+        """kimi_chat: one exchange on a new or stored conversation. As a `task`, the answer reports to
+        the task's recorder and is waited for whole (no soft deadline: the client polls instead)."""
         cid = conversation_id or new_conversation_id()
         pending = self.generations.pending((principal, cid)) if conversation_id else None
         # What a `Partial` names until the conversation's lock is taken and the model resolved.
         guess = args.model or (pending.model if pending is not None else "") or self.service.default_model
         # Stream from Kimi when someone listens, or when a soft deadline may need the partial text;
         # otherwise one plain completion is cheaper.
-        stream = sink is not None or self.soft_deadline > 0
+        stream = sink is not None or task is not None or self.soft_deadline > 0
 
         async def job(generation: Generation[ChatTurn]) -> ChatTurn:
             def resolved(model: str) -> None:
                 generation.model = model
 
-            return await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
-                                                listener=generation if stream else None, on_model=resolved)
+            ended: Literal["completed", "cancelled"] = "cancelled"
+            try:
+                turn = await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
+                                                    listener=generation if stream else None, on_model=resolved)
+                ended = "completed"
+                return turn
+            finally:
+                if self.tasks is not None and self.tasks.has_piece(generation.answer_id):  # its record says it ended
+                    with anyio.CancelScope(shield=True):
+                        await self.tasks.piece_done(principal, generation.answer_id, ended)
 
         generation = self.generations.start((principal, cid), guess, job)
-        generation.attach(sink)
+        if task is not None:
+            generation.listen(task)
+        else:
+            generation.attach(sink)
         handed_over = False
         try:
-            handover = await self._hand_over(generation, cid)
+            handover = await self._hand_over(generation, cid, whole=task is not None)
             handed_over = True
             return handover
         finally:
@@ -103,6 +118,7 @@ class ChatTools:
         if answer_id:
             found = [g for g in waiting if g.answer_id == answer_id]
             if not found:
+                await self._report_lost(principal, conversation_id, answer_id)
                 raise InvalidArguments(
                     f"no incomplete answer {answer_id!r} in conversation {conversation_id!r}: it was already "
                     "handed over whole, or it expired (read the conversation with kimi_read_conversation)"
@@ -117,35 +133,57 @@ class ChatTools:
         elif waiting:
             generation = waiting[0]
         else:
+            await self._report_lost(principal, conversation_id, None)
             raise InvalidArguments(
                 f"nothing to resume in conversation {conversation_id!r}: no answer is in progress here. A "
-                "finished answer is in kimi_read_conversation; one that was in progress when the server "
-                "restarted (or that nobody resumed for 15 minutes) is lost: ask again"
+                "finished answer is in kimi_read_conversation; one nobody resumed for 15 minutes is gone: "
+                "ask again"
             )
         self.generations.reattach(generation, sink)
         return await self._hand_over(cast(Generation[ChatTurn], generation), conversation_id)
 
-    async def _hand_over(self, generation: Generation[ChatTurn], conversation_id: str) -> ChatHandover:
-        """Wait up to the soft deadline; then the whole answer, or the piece that has arrived."""
-        if await generation.wait(self.soft_deadline):
+    async def _report_lost(self, principal: str, conversation_id: str, answer_id: str | None) -> None:
+        """Raise `Interrupted` (with the partial text) when the answer to resume was lost with its process."""
+        if self.tasks is None:
+            return
+        record = await self.tasks.lost_piece(principal, conversation_id, answer_id)
+        if record is not None and record.status == "interrupted":
+            raise Interrupted(
+                f"the answer {record.id} in conversation {conversation_id!r} was lost: the server stopped before "
+                "it was finished, so it was not stored; ask again", details={"partial_text": record.text})
+
+    async def _hand_over(self, generation: Generation[ChatTurn], conversation_id: str,
+                         whole: bool = False) -> ChatHandover:
+        """Wait up to the soft deadline (`whole`: as long as it takes); then the whole answer, or the
+        piece that has arrived."""
+        if await generation.wait(0 if whole else self.soft_deadline):
             self.generations.forget(generation)
             return Finished(generation.outcome(), generation.delivered)
+        first = not generation.detached
         self.generations.detach(generation)
         text = generation.text
         offset, generation.delivered = generation.delivered, len(text)
+        if first and self.tasks is not None:
+            principal = generation.key[0]
+            await self.tasks.note_piece(principal, conversation_id, generation.answer_id, text, KEEP_FINISHED_S)
+            if generation.done.is_set():  # it ended while being recorded
+                await self.tasks.piece_done(principal, generation.answer_id, "completed")
         return Partial(conversation_id, text[offset:], offset, generation.model, generation.answer_id)
 
-    async def json(self, args: ChatArgs, schema: Any, sink: ProgressSink | None) -> JsonOutcome:
-        """kimi_json: a JSON answer (not stored), repaired once if needed."""
+    async def json(self, args: ChatArgs, schema: Any, sink: ProgressSink | None,
+                   task: TaskRecorder | None = None) -> JsonOutcome:
+        """kimi_json: a JSON answer (not stored), repaired once if needed; as a `task`, reported to its recorder."""
         failed: KimiError | None = None
         async with anyio.create_task_group() as tg:  # for the throttle's held-back sends
-            listener = ProgressThrottle(sink, task_group=tg) if sink is not None else None
+            listener: StreamListener | None = task
+            if listener is None and sink is not None:
+                listener = ProgressThrottle(sink, task_group=tg)
             try:
                 outcome = await run_json(self.service, args, schema, listener, self.schemas)
             except KimiError as error:  # raised past the task group, which would wrap it in a group
                 failed = error
             finally:
-                if listener is not None:
+                if isinstance(listener, ProgressThrottle):
                     listener.close()
         if failed is not None:
             raise failed

@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the conversation store, and one small real call to Kimi (a few tokens, billed as usual).\n"
         "Exit status 0 when every check passed, 1 otherwise.",
     )
-    doctor.add_argument("--model", help="model for the test call (default: a fast non-thinking choice "
-                                         "based on KIMI_DEFAULT_MODEL)")
+    doctor.add_argument("--model", help="model for the test call (default: KIMI_DEFAULT_MODEL, made cheap: "
+                                         "thinking off or low effort)")
     doctor.add_argument("--no-call", action="store_true", help="skip the real call (no tokens used)")
     _add_settings(doctor.add_argument_group(SETTINGS_TITLE), suppress=True)
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="JSON Schema the answer must match: inline JSON or a file path (implies --json)")
     chat.add_argument("--reasoning", action="store_true", help="show the model's reasoning (dimmed, on stderr)")
     chat.add_argument("--max-tokens", type=_positive_int, metavar="N", help="cap the answer's tokens")
-    chat.add_argument("--thinking", choices=("on", "off"), help="switch thinking on or off (kimi-k2.5)")
+    chat.add_argument("--thinking", choices=("on", "off"), help="switch thinking on or off (models with a switch)")
     _add_settings(chat.add_argument_group(SETTINGS_TITLE), suppress=True)
     return parser
 

@@ -25,7 +25,7 @@ import httpx2
 from .. import __version__
 from ..catalogue import Catalogue, catalogue_for
 from ..chat import LOCAL
-from ..errors import TOKEN_HELP, KimiError
+from ..errors import TOKEN_HELP, KimiError, NotFound
 from ..redaction import redact
 from ..settings import TOKEN_PLACEHOLDER, Settings, SettingsError
 from .term import Painter
@@ -35,7 +35,8 @@ __all__ = ["Check", "Verdict", "call_model", "run_doctor"]
 Verdict = Literal["ok", "problem", "skipped"]
 CHECK_PROMPT = "Reply with OK."
 CHECK_MAX_TOKENS = 16
-FAST_MODEL = "kimi-k2-turbo-preview"
+CHECK_MAX_TOKENS_THINKING = 512
+"""A model that always thinks spends its first tokens on reasoning: enough for a few words after."""
 CALL_TIMEOUT_S = 120.0
 REACH_TIMEOUT_S = 15.0
 
@@ -159,16 +160,27 @@ async def check_base_url(settings: Settings) -> Check:
     return Check("ok", "base URL", f"{url} is reachable (HTTP {status})")
 
 
-def call_model(settings: Settings, catalogue: Catalogue, wanted: str | None) -> tuple[str, Literal["disabled"] | None]:
-    """The model (and thinking switch) for the test call: fast and cheap, thinking off if possible."""
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """The test call: the configured model itself (it must be proven to exist), made cheap."""
+
+    model: str
+    thinking: Literal["disabled"] | None = None
+    effort: str | None = None
+    max_tokens: int = CHECK_MAX_TOKENS
+
+
+def call_model(settings: Settings, catalogue: Catalogue, wanted: str | None) -> CallPlan:
+    """Thinking off where it can be switched, the lowest reasoning effort where there is one."""
     model = catalogue.get(wanted or settings.default_model)
     if model is None:
-        return wanted or settings.default_model, None  # prepare() reports the unknown id
+        return CallPlan(wanted or settings.default_model)  # prepare() reports the unknown id
     if model.thinking_switch and model.thinks(None):
-        return model.id, "disabled"
-    if model.thinking == "always" and not wanted and catalogue.get(FAST_MODEL) is not None:
-        return FAST_MODEL, None
-    return model.id, None
+        return CallPlan(model.id, thinking="disabled")
+    if model.thinks(None):
+        return CallPlan(model.id, effort=model.reasoning_efforts[0] if model.reasoning_efforts else None,
+                        max_tokens=CHECK_MAX_TOKENS_THINKING)
+    return CallPlan(model.id)
 
 
 def _describe_error(error: KimiError) -> str:
@@ -184,7 +196,8 @@ async def check_call(settings: Settings, wanted_model: str | None) -> Check:
     from ..runtime import open_runtime
 
     catalogue = catalogue_for(settings)
-    model, thinking = call_model(settings, catalogue, wanted_model)
+    plan = call_model(settings, catalogue, wanted_model)
+    model = plan.model
     quick = replace(
         settings, store="memory", max_retries=0,
         request_timeout=min(settings.request_timeout, CALL_TIMEOUT_S),
@@ -193,18 +206,23 @@ async def check_call(settings: Settings, wanted_model: str | None) -> Check:
     )
     async with open_runtime(quick, catalogue) as tools:
         try:
-            request = tools.service.prepare(
-                ChatArgs(prompt=CHECK_PROMPT, model=model, max_tokens=CHECK_MAX_TOKENS, thinking=thinking)
-            )
+            request = tools.service.prepare(ChatArgs(
+                prompt=CHECK_PROMPT, model=model, max_tokens=plan.max_tokens, thinking=plan.thinking,
+                reasoning_effort=plan.effort,
+            ))
             started = time.monotonic()
             completed = await tools.service.complete(request)
+        except NotFound as error:
+            which = "the default model" if model == settings.default_model else "the model"
+            return Check("problem", "call", f"{which} {model} is gone: the upstream does not know it "
+                                            f"(retired, or never available there)", error.hint)
         except KimiError as error:
             return Check("problem", "call", f"{model}: {_describe_error(error)}", error.hint or "see the message")
     reply = completed.reply
     said = " ".join(reply.text.split())[:40]
     answer = f"answered {said!r}" if said else f"answered (no text; finish_reason {reply.finish_reason})"
     took = time.monotonic() - started
-    shown = f"{reply.model or model}{' (thinking off)' if thinking else ''}"
+    shown = f"{reply.model or model}{' (thinking off)' if plan.thinking else ''}"
     return Check("ok", "call", f"{shown} {answer} in {took:.1f} s "
                                f"({reply.usage.total_tokens} tokens)")
 

@@ -7,6 +7,7 @@
     arguments      tool argument types and the descriptions a host's model reads
     results        typed results and `error_result`, the one map from an error to a tool result
     context        who is calling, progress, the process's `ChatTools`, from the SDK's context
+    roots          the client's roots (asked only when a call reads a local path), as plain paths
     http           HTTP only (never imported for stdio): client auth, /healthz, Origin/Host, uvicorn
 
 May import: `kimi_mcp.chat`, `kimi_mcp.runtime`, `kimi_mcp.store` (its value types), `kimi_mcp.upstream`

@@ -28,6 +28,7 @@ from pydantic import AnyUrl, ValidationError
 from .. import __version__
 from ..catalogue import CATALOGUE, Catalogue
 from ..chat import ChatTools
+from ..chat.attachments import operator_dirs
 from ..errors import InternalError, InvalidArguments, KimiError
 from ..redaction import redact
 from ..runtime import open_runtime
@@ -37,6 +38,7 @@ from .conversations import LIST_RESOURCE, list_resource, register_conversation_t
 from .prompts import register_prompts
 from .results import ERROR_SCHEMA, error_result, redact_result
 from .stdio import BoundedStdin
+from .tasks import TasksExtension
 from .tools import register_kimi_tools, register_model_resources
 
 __all__ = ["INSTRUCTIONS", "KimiServer", "create_server"]
@@ -59,14 +61,14 @@ class KimiServer(MCPServer[ChatTools]):
 
     def __init__(self, settings: Settings, *, secrets: tuple[str, ...] | None = None) -> None:
         super().__init__("kimi-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=_lifespan,
-                         log_level=settings.log_level)  # type: ignore[arg-type]
+                         log_level=settings.log_level, extensions=[TasksExtension()])  # type: ignore[arg-type]
         self.kimi_settings = settings
         self.catalogue = Catalogue(CATALOGUE, settings.extra_models)
         self.secrets = settings.secrets() if secrets is None else secrets
         self._context_readers: dict[str, ContextReader] = {}
         self._shared: ChatTools | None = None
         self._tools_listed: list[MCPTool] | None = None
-        register_kimi_tools(self, self.catalogue, settings.default_model, self.secrets)
+        register_kimi_tools(self, self.catalogue, settings.default_model, self.secrets, operator_dirs(settings))
         register_model_resources(self, self.catalogue, settings.default_model)
         register_conversation_tools(self)
         self.add_context_resource(reader=list_resource, **LIST_RESOURCE)

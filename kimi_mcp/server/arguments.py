@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 __all__ = [
     "AnswerId",
     "ConversationId",
+    "Files",
     "HistoryItem",
+    "Images",
     "IncludeReasoning",
     "MaxTokens",
     "Messages",
@@ -53,12 +55,23 @@ Stop = Annotated[
     str | list[str] | None, Field(description="Up to 4 strings that end the answer when generated.")
 ]
 ThinkingArg = Annotated[Literal["enabled", "disabled"] | None, Field(description=(
-    "kimi-k2.5 only: enabled (default, deeper and slower) or disabled (fast). Refused on other models."))]
+    "On models that can switch it (thinking_switch in kimi://models, e.g. kimi-k2.6): enabled (their "
+    "default, deeper and slower) or disabled (fast). Refused on other models."))]
+ReasoningEffort = Annotated[Literal["low", "high", "max"] | None, Field(description=(
+    "K3 models only (reasoning_efforts in kimi://models): how hard to think; the upstream's default is max."))]
 IncludeReasoning = Annotated[bool, Field(description=(
     "Add the model's reasoning to the structured result (the text stays the answer alone)."))]
 SchemaArg = Annotated[dict[str, Any] | str | None, Field(description=(
     "Optional JSON Schema the answer must match, as a JSON string (an object is accepted too); "
     "a mismatching answer is repaired once."))]
+Files = Annotated[list[Annotated[str, Field(max_length=4_096)]] | None, Field(max_length=100, description=(
+    "Local text files for Kimi to read (paths; relative ones start at the first allowed directory): "
+    "each file's text is added after your prompt under a header naming it. Only files inside the "
+    "directories the server and your roots allow; at most 20 files, 512 KiB each, 1 MiB in all."))]
+Images = Annotated[list[str] | None, Field(max_length=100, description=(
+    "Images for Kimi to look at: local PNG, JPEG, WebP or GIF paths (as for files) or "
+    "data:image/...;base64,... URLs; at most 8, 4 MiB each, 12 MiB in all. Only models with vision "
+    "(see kimi://models) take them."))]
 ConversationId = Annotated[str | None, Field(max_length=200, description=(
     "Continue a stored conversation: pass the conversation_id of an earlier kimi_chat result. "
     "Leave out to start a new conversation."))]

@@ -53,7 +53,7 @@ class UsageOut(BaseModel):
 class AdjustedOut(BaseModel):
     param: str
     requested: float
-    used: float
+    used: float | None = Field(description="The value sent; null when the model fixes it and none is sent.")
     reason: str
 
 
@@ -133,7 +133,8 @@ def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> 
         *turn.notices,
     ) if note]
     if completed.adjustments:
-        changed = "; ".join(f"{a.param} {a.requested:g} -> {a.used:g} ({a.reason})" for a in completed.adjustments)
+        changed = "; ".join(f"{a.param} {a.requested:g} -> {'not sent' if a.used is None else format(a.used, 'g')} "
+                            f"({a.reason})" for a in completed.adjustments)
         notes.append(f"Adjusted: {changed}.")
     notice = " ".join(notes) or None
     reasoning = reply.reasoning if include_reasoning else None

@@ -194,7 +194,7 @@ class KimiClient:
         async with self._open(body, "application/json") as response:
             data = await self._read_body(response)
             if response.status_code != 200:
-                raise from_status(response.status_code, data, response.headers)
+                raise from_status(response.status_code, data, response.headers, model=body.get("model"))
         return _completion(data)
 
     async def _read_body(self, response: httpx2.Response) -> bytes:
@@ -210,7 +210,8 @@ class KimiClient:
         acc = received.acc = StreamAccumulator()
         async with self._open(body, "text/event-stream") as response:
             if response.status_code != 200:
-                raise from_status(response.status_code, await self._read_body(response), response.headers)
+                raise from_status(response.status_code, await self._read_body(response), response.headers,
+                                  model=body.get("model"))
             content_type = response.headers.get("content-type", "")
             if "event-stream" not in content_type:
                 # Some gateways ignore stream=true and answer with one plain completion; a proxy

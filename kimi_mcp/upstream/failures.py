@@ -51,6 +51,7 @@ _BY_CODE: dict[str, type[UpstreamError]] = {
     "token_mismatched": AuthError,
     "invalid_authentication_error": AuthError,
     "resource_not_found_error": NotFound,
+    "model_not_found": NotFound,
 }
 # Codes that name a failure when no status does (an error event inside a 200 stream).
 _BY_CODE_ALONE: dict[str, type[UpstreamError]] = {
@@ -81,6 +82,28 @@ def _classify(status: int | None, code: str | None) -> type[UpstreamError]:
     if cls is not None:
         return cls
     return BadRequest if status is not None and status < 500 else UpstreamFailure
+
+
+_GONE_WORDS = ("not found", "not exist", "unknown model", "retired", "deprecated", "no longer", "not available",
+               "invalid model", "decommissioned")
+
+
+def _names_gone_model(message: str | None, model: str | None) -> bool:
+    """A 400 whose message names the model (as a whole id: kimi-k3 is not kimi-k3.1-pro) and says it
+    is unknown or retired: a `not_found`, not the caller's bad request (the model id is ours to fix)."""
+    if not model or not message:
+        return False
+    lower, wanted = message.lower(), model.lower()
+    named = False
+    start = lower.find(wanted)
+    while start >= 0 and not named:
+        end = start + len(wanted)
+        before = lower[start - 1] if start > 0 else " "
+        after = lower[end] if end < len(lower) else " "
+        named = not (before.isalnum() or before in "-_.") and not (after.isalnum() or after in "-_" or
+                                                                   (after == "." and lower[end + 1:end + 2].isalnum()))
+        start = lower.find(wanted, start + 1)
+    return named and any(word in lower for word in _GONE_WORDS)
 
 
 def html_title(text: str) -> str:
@@ -146,10 +169,13 @@ def retry_after_seconds(headers: Mapping[str, str], message: str | None) -> floa
     return float(match.group(1)) if match else None
 
 
-def from_status(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    """An HTTP error answer as our error."""
+def from_status(status: int, body: bytes, headers: Mapping[str, str], *, model: str | None = None) -> UpstreamError:
+    """An HTTP error answer as our error; `model` is the id the request asked for."""
     code, message, trace_id = _parse_body(body)
-    return _classify(status, code)(
+    cls = _classify(status, code)
+    if cls is BadRequest and _names_gone_model(message, model):
+        cls = NotFound
+    return cls(
         message or f"the upstream answered HTTP {status} with no message",
         status=status,
         code=code,

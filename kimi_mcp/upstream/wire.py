@@ -20,14 +20,20 @@ Role = Literal["system", "user", "assistant"]
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One turn sent upstream; `reasoning` is an earlier assistant turn's reasoning_content."""
+    """One turn sent upstream; `reasoning` is an earlier assistant turn's reasoning_content; `images`
+    are data URLs sent with a user turn, after its text, as OpenAI content parts."""
 
     role: Role
     content: str
     reasoning: str | None = None
+    images: tuple[str, ...] = field(default=(), repr=False)
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        content: str | list[dict[str, Any]] = self.content
+        if self.images:
+            content = [{"type": "text", "text": self.content},
+                       *({"type": "image_url", "image_url": {"url": url}} for url in self.images)]
+        out: dict[str, Any] = {"role": self.role, "content": content}
         if self.reasoning and self.role == "assistant":
             out["reasoning_content"] = self.reasoning
         return out
@@ -45,6 +51,9 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     thinking: bool | None = None
     json_mode: bool = False
+    reasoning_effort: str | None = None
+    preserve_thinking: bool = True
+    """Ask a `keep` model for preserved thinking (False when the history lacks some turn's reasoning)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,8 @@ class Adjustment:
 
     param: str
     requested: float
-    used: float
+    used: float | None
+    """None: the model fixes this value itself, so none was sent."""
     reason: str
 
 
@@ -91,19 +101,26 @@ def build_body(request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], l
         value: float | None = getattr(request, param)
         if value is None:
             continue
+        sent: float | None = value
         for rule in model.rules:
-            if rule.param == param and rule.applies(thinks):
-                allowed = rule.allowed(value)
-                if allowed != value:
+            if sent is not None and rule.param == param and rule.applies(thinks):
+                allowed = rule.allowed(sent)
+                if allowed != sent:
                     adjustments.append(Adjustment(param, value, allowed, rule.reason))
-                    value = allowed
-        body[param] = value
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
+                    sent = allowed
+        if sent is not None:
+            body[param] = sent
+    max_tokens = request.max_tokens if request.max_tokens is not None else model.default_max_tokens
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     if request.stop:
         body["stop"] = list(request.stop)
-    if request.thinking is not None:
+    if model.reasoning_replay == "keep" and thinks and request.preserve_thinking:
+        body["thinking"] = {"type": "enabled", "keep": "all"}  # preserved thinking: history carries reasoning
+    elif request.thinking is not None:
         body["thinking"] = {"type": "enabled" if request.thinking else "disabled"}
+    if request.reasoning_effort is not None:
+        body["reasoning_effort"] = request.reasoning_effort
     if request.json_mode:
         body["response_format"] = {"type": "json_object"}
     if stream:

@@ -93,9 +93,9 @@ def test_malformed_setting(env: dict[str, str], args: tuple[str, ...], names: st
 
 def test_default_model_may_be_an_extra_model() -> None:
     """KIMI_DEFAULT_MODEL may name an id added through KIMI_EXTRA_MODELS (checked in process: cheap)."""
-    catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3", "KIMI_EXTRA_MODELS": "kimi-k3"}))
+    catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k9", "KIMI_EXTRA_MODELS": "kimi-k9"}))
     with pytest.raises(SettingsError, match="KIMI_DEFAULT_MODEL"):
-        catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k3"}))
+        catalogue_for(Settings.load({"KIMI_DEFAULT_MODEL": "kimi-k9"}))
 
 
 @pytest.mark.anyio

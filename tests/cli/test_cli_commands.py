@@ -34,13 +34,14 @@ from tests.cli.helpers import (
     run_cli,
 )
 from tests.support.fake_ace import FakeAce, ace_error, reply, stall
+from tests.support.models import DEFAULT_ID
 
 # --------------------------------------------------------------------------- doctor
 
 
 def test_doctor_all_ok(fake: FakeAce, env: dict[str, str]) -> None:
-    """Every check passes, the one real call goes through the tools' path with thinking off, and the
-    token is never printed."""
+    """Every check passes, the one real call goes through the tools' path to the default model made
+    cheap (it always thinks: the lowest effort, a small cap), and the token is never printed."""
     result = run_cli("doctor", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     checks = check_lines(result.stdout)
@@ -51,10 +52,10 @@ def test_doctor_all_ok(fake: FakeAce, env: dict[str, str]) -> None:
     assert ESC not in result.stdout + result.stderr  # not a terminal: no colour
     posts = chat_posts(fake)
     assert len(posts) == 1
-    assert posts[0]["model"] == "kimi-k2.5"
-    assert posts[0]["thinking"] == {"type": "disabled"}
-    assert posts[0]["max_tokens"] == 16
-    assert "Hello from fake Kimi." in checks[-1][2]
+    assert posts[0]["model"] == DEFAULT_ID
+    assert "thinking" not in posts[0]  # kimi-k3 always thinks: no switch to send
+    assert (posts[0]["reasoning_effort"], posts[0]["max_tokens"]) == ("low", 512)
+    assert f"{DEFAULT_ID} answered 'Hello from fake Kimi.'" in checks[-1][2]
 
 
 def test_doctor_without_token_says_how_to_set_it(cli: Cli, fake: FakeAce, env: dict[str, str]) -> None:
@@ -125,11 +126,24 @@ def test_doctor_no_call_and_flags_before_the_command(cli: Cli, fake: FakeAce, en
     assert chat_posts(fake) == []
 
 
-def test_doctor_uses_a_fast_model_when_the_default_always_thinks(cli: Cli, fake: FakeAce, env: dict[str, str]) -> None:
-    result = cli("doctor", "--default-model", "kimi-k2-thinking", env=env)
+@pytest.mark.parametrize(("default", "thinking", "effort", "max_tokens", "shown"), [
+    ("kimi-k2-thinking", None, None, 512, "kimi-k2-thinking answered"),  # always thinks, no effort to lower
+    ("kimi-k3.1-pro", None, "low", 512, "kimi-k3.1-pro answered"),  # always thinks: the lowest effort
+    ("kimi-k2.6", {"type": "disabled"}, None, 16, "kimi-k2.6 (thinking off) answered"),  # switched off
+    ("kimi-k2-turbo-preview", None, None, 16, "kimi-k2-turbo-preview answered"),  # never thinks
+])
+def test_doctor_calls_the_default_model_itself_cheaply(cli: Cli, fake: FakeAce, env: dict[str, str], default: str,
+                                                       thinking: object, effort: str | None, max_tokens: int,
+                                                       shown: str) -> None:
+    """The test call proves the configured model exists, so it is never swapped for a faster one;
+    it is made cheap instead: thinking off where it switches, else the lowest effort and room to think."""
+    result = cli("doctor", "--default-model", default, env=env)
     assert result.returncode == 0, result.stdout
-    assert [p["model"] for p in chat_posts(fake)] == ["kimi-k2-turbo-preview"]
-    assert "thinking" not in chat_posts(fake)[0]
+    posts = chat_posts(fake)
+    assert [p["model"] for p in posts] == [default]
+    assert (posts[0].get("thinking"), posts[0].get("reasoning_effort"), posts[0]["max_tokens"]) == (
+        thinking, effort, max_tokens)
+    assert shown in check_lines(result.stdout)[-1][2]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
@@ -369,12 +383,13 @@ def test_chat_streams_the_answer_as_it_arrives(
 
 def test_chat_prints_the_answer_and_the_conversation_id(fake: FakeAce, env: dict[str, str]) -> None:
     fake.script(reply("Streamed answer, in many small pieces.", chunk_size=3, chunk_delay=0.005))
-    result = run_cli("chat", "Tell me something", "--system", "Be brief.", "--thinking", "off",
-                     "--max-tokens", "300", env=env)
+    result = run_cli("chat", "Tell me something", "--system", "Be brief.", "--model", "kimi-k2.6",
+                     "--thinking", "off", "--max-tokens", "300", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Streamed answer, in many small pieces.\n"
     assert CID.search(result.stderr)
     body = chat_posts(fake)[0]
+    assert body["model"] == "kimi-k2.6"
     assert body["messages"] == [{"role": "system", "content": "Be brief."},
                                 {"role": "user", "content": "Tell me something"}]
     assert body["thinking"] == {"type": "disabled"}

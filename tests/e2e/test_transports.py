@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.mcp.helpers import strip_footer
 from tests.support.fake_ace import FakeAce, ace_error, reply
 from tests.support.harness import ROOT, Era, Kind, ServerLog, client_mode, connect, free_port, server_env, wait_for_port
+from tests.support.models import ALL_IDS, DEFAULT_ID
 
 pytestmark = pytest.mark.anyio
 
@@ -69,8 +70,8 @@ async def test_listing(served: Served) -> None:
     templates = {t.uri_template for t in (await served.client.list_resource_templates()).resource_templates}
     assert "kimi://models/{model_id}" in templates
     models = json.loads((await served.client.read_resource("kimi://models")).contents[0].text)  # type: ignore[union-attr]
-    assert len(models["models"]) == 7
-    assert models["default_model"] == "kimi-k2.5"
+    assert [m["id"] for m in models["models"]] == ALL_IDS
+    assert models["default_model"] == DEFAULT_ID
 
 
 async def test_chat(served: Served, fake: FakeAce) -> None:
@@ -86,7 +87,7 @@ async def test_chat(served: Served, fake: FakeAce) -> None:
     assert result.is_error is False
     assert strip_footer(result.content[0].text, result.structured_content) == answer
     out = result.structured_content
-    assert (out["text"], out["model"], out["finish_reason"]) == (answer, "kimi-k2.5", "stop")
+    assert (out["text"], out["model"], out["finish_reason"]) == (answer, DEFAULT_ID, "stop")
     assert out["conversation_id"].startswith("conv_")
     body = fake.requests[0].json
     assert len(fake.requests) == 1

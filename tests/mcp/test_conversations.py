@@ -30,6 +30,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.fake_ace import DEFAULT_CONTENT, FakeAce, ace_error, cut, reply
 from tests.support.harness import ROOT, connect, free_port, server_env, wait_for_port
+from tests.support.models import DEFAULT_ID
 
 pytestmark = pytest.mark.anyio
 
@@ -268,10 +269,10 @@ async def test_trimming_at_the_context_window(shared: Client, fake: FakeAce) -> 
 
 
 async def test_max_tokens_shrinks_the_history_budget(shared: Client, fake: FakeAce) -> None:
-    """Three ~5k-token exchanges fit 256K, but not beside a 250,000-token answer reserve."""
+    """Three ~5k-token exchanges fit 256K (kimi-k2.5's window), but not beside a 250,000-token answer reserve."""
     cid = ""
     for i in range(3):
-        args: dict[str, Any] = {"conversation_id": cid} if cid else {}
+        args: dict[str, Any] = {"conversation_id": cid} if cid else {"model": "kimi-k2.5"}
         cid = (await chat(shared, prompt=f"part {i} " + "y" * 20_000, **args))["conversation_id"]
 
     roomy = await chat(shared, prompt="summarise", conversation_id=cid)
@@ -283,6 +284,7 @@ async def test_max_tokens_shrinks_the_history_budget(shared: Client, fake: FakeA
     messages = sent(fake)
     assert [m["content"][:6] for m in messages if m["role"] == "user"] == ["part 1", "part 2", "summar", "summar"]
     assert body(fake)["max_tokens"] == 250_000
+    assert body(fake)["model"] == "kimi-k2.5"  # the conversation's model, kept when a call names none
 
 
 async def test_stored_turn_and_byte_limits_prune_oldest(fake: FakeAce, tmp_path: Path) -> None:
@@ -301,7 +303,8 @@ async def test_stored_turn_and_byte_limits_prune_oldest(fake: FakeAce, tmp_path:
     env = {"KIMI_STORE": str(tmp_path / "b.sqlite3"), "KIMI_MAX_CONVERSATION_BYTES": "1000", **SHARED_ENV}
     prompts = [f"{i}" * 300 for i in range(4)]  # an exchange is 321 bytes: three fit in 1000, four do not
     async with connect("memory", fake, env=env) as c:
-        cid = (await chat(c, prompt=prompts[0]))["conversation_id"]
+        # a model that does not think: no stored reasoning adds to the exchange's bytes
+        cid = (await chat(c, prompt=prompts[0], model="kimi-k2-instruct-0905"))["conversation_id"]
         pruned = [(await chat(c, prompt=p, conversation_id=cid))["pruned_turns"] for p in prompts[1:]]
         assert pruned == [0, 0, 2]
         assert (await transcript(c, cid))["turns"] == [t for p in prompts[1:] for t in exchange(p)]
@@ -323,14 +326,14 @@ async def test_list_read_delete_tools_and_resources(shared: Client, fake: FakeAc
     title = by_id[older]["title"]
     assert len(title) == 80 and title.endswith("…")
     assert title.startswith("Please review this design document carefully")
-    assert by_id[older]["turns"] == 4 and by_id[older]["model"] == "kimi-k2.5"
+    assert by_id[older]["turns"] == 4 and by_id[older]["model"] == DEFAULT_ID
     assert by_id[newer] | {"last_used": ""} == {"conversation_id": newer, "title": "Short one",
                                                  "model": "kimi-k2-turbo-preview", "turns": 2, "last_used": ""}
     assert by_id[newer]["last_used"].endswith("+00:00")
     assert (await call(shared, "kimi_list_conversations", limit=1))["conversations"][0]["conversation_id"] == newer
 
     read = await transcript(shared, older)
-    assert read == {"conversation_id": older, "title": title, "model": "kimi-k2.5", "system": "Reviewer.",
+    assert read == {"conversation_id": older, "title": title, "model": DEFAULT_ID, "system": "Reviewer.",
                     "turns": [*exchange(long_prompt), *exchange("a later prompt does not retitle")]}
 
     resource = await shared.read_resource(f"kimi://conversations/{older}")
@@ -399,11 +402,18 @@ async def test_reasoning_goes_back_only_to_thinking_calls(shared: Client, fake: 
     assert sent(fake)[1] == {"role": "assistant", "content": "Berlin."}
 
     fake.script(reply("Tokyo.", reasoning="Japan's capital."))
-    cid = (await chat(shared, prompt="Capital of Japan?"))["conversation_id"]  # kimi-k2.5 thinks by default
+    cid = (await chat(shared, prompt="Capital of Japan?", model="kimi-k2.5"))["conversation_id"]  # thinks by default
     await chat(shared, prompt="And Korea?", conversation_id=cid, thinking="disabled")
     assert sent(fake)[1] == {"role": "assistant", "content": "Tokyo."}
     await chat(shared, prompt="And China?", conversation_id=cid)
     assert sent(fake)[1] == {"role": "assistant", "content": "Tokyo.", "reasoning_content": "Japan's capital."}
+
+    # the default (kimi-k3) always thinks, but its catalogue row says not to send reasoning back
+    fake.script(reply("Madrid.", reasoning="Spain's capital."))
+    cid = (await chat(shared, prompt="Capital of Spain?"))["conversation_id"]
+    await chat(shared, prompt="And Portugal?", conversation_id=cid)
+    assert body(fake)["model"] == DEFAULT_ID
+    assert sent(fake)[1] == {"role": "assistant", "content": "Madrid."}
 
 
 # --------------------------------------------------------------------------- soft deadline

@@ -41,6 +41,7 @@ from tests.support.fake_ace import (
     stream_raw,
 )
 from tests.support.harness import connect, free_port
+from tests.support.models import CURRENT_IDS, DEFAULT_ID
 
 pytestmark = pytest.mark.anyio
 
@@ -385,6 +386,10 @@ def expected(cls: type[errors.KimiError], status: int | None, code: str | None, 
 HTML_502_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
 TEMPERATURE_400 = "invalid temperature: only 1 is allowed for this model"
 RATE_429 = "Your account request reached max RPM: 3, please try again after 1 seconds"
+OTHER_CURRENT = [m for m in CURRENT_IDS if m != DEFAULT_ID]
+GONE_HINT = (f"the upstream does not know {DEFAULT_ID} (retired or never available there); call again with a "
+             f"current model: {', '.join(OTHER_CURRENT)} (see kimi://models); it is the server's default: set "
+             f"KIMI_DEFAULT_MODEL to one of them")
 ERROR_CASES: list[tuple[str, FakeResponse, dict[str, Any]]] = [
     ("401 invalid_token",
      ace_error(401, "invalid_token", "The specified token is invalid or wrong.", trace_id="tr-401"),
@@ -432,7 +437,9 @@ ERROR_CASES: list[tuple[str, FakeResponse, dict[str, Any]]] = [
      expected(errors.BadRequest, 400, "invalid_request_error", TEMPERATURE_400)),
     ("404 resource_not_found_error",
      moonshot_error(404, "resource_not_found_error", "Not found the model kimi-x or Permission denied"),
-     expected(errors.NotFound, 404, "resource_not_found_error", "Not found the model kimi-x or Permission denied")),
+     # a model the upstream does not know: the hint names the current ones and the setting to change
+     expected(errors.NotFound, 404, "resource_not_found_error", "Not found the model kimi-x or Permission denied")
+     | {"hint": GONE_HINT, "model": DEFAULT_ID, "current_models": OTHER_CURRENT}),
     ("200 not a completion",
      raw(200, '{"object": "list", "data": []}'),
      expected(errors.InvalidResponse, None, None, "the upstream answered 200 without a chat completion (no choices)")),
@@ -459,7 +466,7 @@ async def test_hints_say_what_to_do(no_retry_client: Client, fake: FakeAce) -> N
     cases = [
         (ace_error(401, "invalid_token", "bad"), "ACEDATACLOUD_API_TOKEN"),
         (ace_error(403, "used_up", "empty"), "recharge"),
-        (moonshot_error(404, "resource_not_found_error", "no model"), "kimi://models"),
+        (moonshot_error(404, "resource_not_found_error", "no model"), "call again with a current model: kimi-k3.1-pro"),
         (ace_error(429, "too_many_requests", "slow down"), "retry"),
     ]
     for response, phrase in cases:

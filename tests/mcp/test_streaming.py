@@ -118,6 +118,9 @@ class Shape:
     reasoning: str = ""
     usage: dict[str, int] = field(default_factory=lambda: dict(RAW_USAGE))
     finish_reason: str = "stop"
+    model: str = "kimi-k2.5"
+    """The model asked for: Ace's k2.5 stream shapes, unless the case is about another model's."""
+    id_prefix: str = "chatcmpl-"
 
 
 SHAPES: dict[str, Shape] = {
@@ -162,6 +165,9 @@ SHAPES: dict[str, Shape] = {
     ], done=False), "Flushed at EOF."),
     "gateway-answers-json-to-a-stream-request": Shape(raw(200, json.dumps(COMPLETION)),
                                                       "Plain despite stream.", "Gateway."),
+    "k3-shape": Shape(  # msg_ ids, compact JSON, reasoning_content only, a separate stop chunk, bare usage
+        reply("K3 的 answer.", reasoning="K3 thinks first.", usage=RAW_USAGE, chunk_size=3, shape="k3"),
+        "K3 的 answer.", "K3 thinks first.", model="kimi-k3", id_prefix="msg_"),
 }
 
 
@@ -170,7 +176,8 @@ async def test_every_stream_shape_parses_end_to_end(memory: Client, fake: FakeAc
     shape = SHAPES[name]
     fake.script(shape.response)
 
-    result = await call(memory, "kimi_chat", {"prompt": f"Shape {name}", "include_reasoning": True})
+    result = await call(memory, "kimi_chat", {"prompt": f"Shape {name}", "model": shape.model,
+                                              "include_reasoning": True})
 
     assert not result.is_error, text(result)
     assert body_of(fake.requests[0])["stream"] is True
@@ -179,7 +186,8 @@ async def test_every_stream_shape_parses_end_to_end(memory: Client, fake: FakeAc
     assert out["reasoning"] == shape.reasoning
     assert out["finish_reason"] == shape.finish_reason
     assert {k: out["usage"][k] for k in shape.usage} == shape.usage
-    assert out["model"] == "kimi-k2.5"
+    assert out["model"] == shape.model
+    assert out["id"].startswith(shape.id_prefix)
 
 
 async def test_stream_error_chunk_is_reported_with_partial_text(memory: Client, fake: FakeAce) -> None:
@@ -205,7 +213,7 @@ async def test_kimi_json_result_is_the_same_streamed_or_not(remote: Client, fake
     answer = json.dumps({"city": "Paris", "population_millions": 2.1, "tags": ["capital", "seine"]})
     same = reply(answer, reasoning="The user wants a JSON object about Paris.", usage=USAGE, chunk_size=6)
     fake.script(same, same)
-    args = {"prompt": "Describe Paris as JSON.", "temperature": 0.3}
+    args = {"prompt": "Describe Paris as JSON.", "model": "kimi-k2.5", "temperature": 0.3}
 
     plain = await call(remote, "kimi_json", args)
     progress = Progress()

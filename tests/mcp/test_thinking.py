@@ -29,7 +29,8 @@ async def test_thinking_disabled_path(memory: Client, fake: FakeAce) -> None:
     blamed on thinking."""
     fake.script(reply("", finish_reason="length"))
 
-    result = await call(memory, "kimi_chat", {"prompt": "Fast.", "thinking": "disabled", "max_tokens": 5})
+    result = await call(memory, "kimi_chat", {"prompt": "Fast.", "model": "kimi-k2.5", "thinking": "disabled",
+                                              "max_tokens": 5})
 
     sent = body_of(fake.requests[0])
     assert sent["thinking"] == {"type": "disabled"}
@@ -39,7 +40,8 @@ async def test_thinking_disabled_path(memory: Client, fake: FakeAce) -> None:
 
 
 async def test_chat_thinking_disabled(memory: Client, fake: FakeAce) -> None:
-    out = ok(await memory.call_tool("kimi_chat", {"prompt": "p", "thinking": "disabled", "temperature": 0.3}))
+    out = ok(await memory.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k2.5", "thinking": "disabled",
+                                                  "temperature": 0.3}))
     body = only_request(fake)
     assert body["thinking"] == {"type": "disabled"}
     assert body["temperature"] == 0.6
@@ -123,7 +125,8 @@ async def test_kimi_k25_sampling_is_adjusted_and_reported(
 
 async def test_chat_sampling_adjusted(memory: Client, fake: FakeAce) -> None:
     """kimi-k2.5 accepts only fixed sampling values: the server sends them and says so."""
-    out = ok(await memory.call_tool("kimi_chat", {"prompt": "p", "temperature": 0.3, "top_p": 0.5}))
+    out = ok(await memory.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k2.5", "temperature": 0.3,
+                                                  "top_p": 0.5}))
     body = only_request(fake)
     assert (body["temperature"], body["top_p"]) == (1.0, 0.95)
     assert [(a["param"], a["requested"], a["used"]) for a in out["adjusted"]] == [
@@ -134,8 +137,8 @@ async def test_chat_sampling_adjusted(memory: Client, fake: FakeAce) -> None:
 async def test_allowed_values_are_not_adjusted(memory: Client, fake: FakeAce) -> None:
     fake.script(reply("As asked."))
 
-    result = await call(memory, "kimi_chat", {"prompt": "Fine.", "thinking": "disabled", "temperature": 0.6,
-                                              "top_p": 0.95})
+    result = await call(memory, "kimi_chat", {"prompt": "Fine.", "model": "kimi-k2.5", "thinking": "disabled",
+                                              "temperature": 0.6, "top_p": 0.95})
 
     assert body_of(fake.requests[0])["temperature"] == 0.6
     assert structured(result)["adjusted"] == []
@@ -169,8 +172,8 @@ async def test_reasoning_stays_out_of_the_answer(memory: Client, fake: FakeAce) 
     fake.script(reply("Blue.", reasoning=reasoning, reasoning_tokens=17, chunk_size=5),
                 reply("Blue.", reasoning=reasoning, reasoning_tokens=17, chunk_size=5))
 
-    without = await call(memory, "kimi_chat", {"prompt": "A colour?"})
-    with_it = await call(memory, "kimi_chat", {"prompt": "A colour?", "include_reasoning": True})
+    without = await call(memory, "kimi_chat", {"prompt": "A colour?", "model": "kimi-k2.5"})
+    with_it = await call(memory, "kimi_chat", {"prompt": "A colour?", "model": "kimi-k2.5", "include_reasoning": True})
 
     for result in (without, with_it):
         assert text(result) == "Blue."
@@ -190,7 +193,7 @@ async def test_reasoning_stays_out_of_the_answer(memory: Client, fake: FakeAce) 
 async def test_chat_reasoning(memory: Client, fake: FakeAce) -> None:
     fake.script(reply("42", reasoning="Six times seven.", reasoning_tokens=4),
                 reply("42", reasoning="Six times seven."))
-    result = await memory.call_tool("kimi_chat", {"prompt": "6*7?", "include_reasoning": True})
+    result = await memory.call_tool("kimi_chat", {"prompt": "6*7?", "model": "kimi-k2.5", "include_reasoning": True})
     out = ok(result)
     assert text(result) == "42"
     assert (out["text"], out["reasoning"], out["reasoning_truncated"]) == ("42", "Six times seven.", False)
@@ -219,12 +222,24 @@ async def test_reasoning_tokens_are_reported(memory: Client, fake: FakeAce, moon
     fake.script(reply("Yes.", reasoning="Hmm.", reasoning_tokens=123, moonshot_usage=moonshot_usage),
                 reply("No.", moonshot_usage=moonshot_usage))
 
-    thought = await call(memory, "kimi_chat", {"prompt": "Think?"})
+    thought = await call(memory, "kimi_chat", {"prompt": "Think?", "model": "kimi-k2.5"})
     plain = await call(memory, "kimi_chat", {"prompt": "Don't.", "model": "kimi-k2-instruct-0905"})
 
     assert structured(thought)["usage"]["reasoning_tokens"] == 123
     assert structured(thought)["usage"]["completion_tokens"] == 1 + 123
     assert structured(plain)["usage"]["reasoning_tokens"] is None
+
+
+async def test_k3_streams_report_no_reasoning_tokens(memory: Client, fake: FakeAce) -> None:
+    """The K3 stream's usage chunk has only the three counts: reasoning_tokens is unknown (None),
+    not made up, while the reasoning itself and the counts come through."""
+    fake.script(reply("Yes.", reasoning="Hmm.", reasoning_tokens=123))
+
+    out = structured(await call(memory, "kimi_chat", {"prompt": "Think?", "include_reasoning": True}))
+
+    assert (out["model"], out["reasoning"]) == ("kimi-k3", "Hmm.")
+    assert out["usage"]["reasoning_tokens"] is None
+    assert out["usage"]["completion_tokens"] == 1 + 123
 
 
 async def test_reasoning_tokens_on_the_plain_path(memory: Client, fake: FakeAce) -> None:

@@ -22,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from tests.mcp.helpers import assert_clean, error_of, ok, only_request, still_answers, text
 from tests.support.fake_ace import FakeAce, ace_error, reply
 from tests.support.harness import connect
-from tests.support.models import ALL_IDS
+from tests.support.models import ALL_IDS, DEFAULT_ID
 
 pytestmark = pytest.mark.anyio
 
@@ -53,11 +53,14 @@ async def test_tools_listed(client: Client) -> None:
     assert "kimi://models" in (chat.description or "")
     props = chat.input_schema["properties"]
     assert set(props) == {"prompt", "system", "messages", "model", "max_tokens", "temperature", "top_p", "stop",
-                          "thinking", "include_reasoning", "conversation_id", "resume", "answer_id"}
+                          "thinking", "reasoning_effort", "include_reasoning", "conversation_id", "resume",
+                          "answer_id", "files", "images"}
     assert {"minimum": 0, "maximum": 2, "type": "number"}.items() <= props["temperature"]["anyOf"][0].items()
     assert {"minimum": 0, "maximum": 1, "type": "number"}.items() <= props["top_p"]["anyOf"][0].items()
     assert props["max_tokens"]["anyOf"][0]["minimum"] == 1
     assert props["thinking"]["anyOf"][0]["enum"] == ["enabled", "disabled"]
+    assert props["reasoning_effort"]["anyOf"][0]["enum"] == ["low", "high", "max"]
+    assert "reasoning_effort" in tools["kimi_json"].input_schema["properties"]
     assert chat.input_schema.get("required", []) == []
     assert "schema" in tools["kimi_json"].input_schema["properties"]
 
@@ -153,14 +156,22 @@ async def test_models_resource(client: Client) -> None:
     content = result.contents[0]
     assert content.mime_type == "application/json"
     data = json.loads(content.text)  # type: ignore[union-attr]
-    assert data["default_model"] == "kimi-k2.5"
+    assert data["default_model"] == DEFAULT_ID
     assert [m["id"] for m in data["models"]] == ALL_IDS
-    assert [m["id"] for m in data["models"] if m["default"]] == ["kimi-k2.5"]
+    assert [m["id"] for m in data["models"] if m["default"]] == [DEFAULT_ID]
     by_id = {m["id"]: m for m in data["models"]}
+    k3 = by_id["kimi-k3"]
+    assert (k3["thinking"], k3["thinking_switch"], k3["context_window"]) == ("always", False, 1_048_576)
+    assert (k3["vision"], k3["reasoning_efforts"], k3["reasoning_replay"], k3["default_max_tokens"]) == (
+        True, ["low", "high", "max"], "none", 16_384)
+    assert [(r["param"], r.get("fixed"), r.get("not_sent")) for r in k3["sampling_rules"]] == [
+        ("temperature", 1.0, None), ("top_p", None, True)]
     k25 = by_id["kimi-k2.5"]
     assert (k25["thinking"], k25["thinking_switch"], k25["context_window"]) == ("default_on", True, 262_144)
     assert {(r["param"], r["when"], r["fixed"]) for r in k25["sampling_rules"]} == {
         ("temperature", "thinking", 1.0), ("temperature", "no_thinking", 0.6), ("top_p", "always", 0.95)}
+    assert (k25["status"], k25["reasoning_replay"]) == ("reported_retired", "always")
+    assert by_id["kimi-k2.6"]["reasoning_replay"] == "keep"
     assert by_id["kimi-k2-thinking"]["thinking"] == "always"
     assert by_id["kimi-k2-instruct-0905"]["sampling_rules"][0]["maximum"] == 1.0
     assert by_id["kimi-k2-0711-preview"]["context_window"] == 131_072
@@ -168,11 +179,13 @@ async def test_models_resource(client: Client) -> None:
 
 
 async def test_one_model_resource(client: Client) -> None:
-    result = await client.read_resource("kimi://models/kimi-k2.5")
+    result = await client.read_resource(f"kimi://models/{DEFAULT_ID}")
     data = json.loads(result.contents[0].text)  # type: ignore[union-attr]
-    assert data["id"] == "kimi-k2.5"
+    assert data["id"] == DEFAULT_ID
     assert data["default"] is True
-    assert len(data["sampling_rules"]) == 3
+    assert len(data["sampling_rules"]) == 2
+    k25 = json.loads((await client.read_resource("kimi://models/kimi-k2.5")).contents[0].text)  # type: ignore[union-attr]
+    assert (k25["id"], k25["default"], len(k25["sampling_rules"])) == ("kimi-k2.5", False, 3)
     other = json.loads((await client.read_resource("kimi://models/kimi-k2-turbo-preview")).contents[0].text)  # type: ignore[union-attr]
     assert (other["id"], other["default"], other["thinking"]) == ("kimi-k2-turbo-preview", False, "none")
 
@@ -195,14 +208,14 @@ async def test_chat_prompt(client: Client, fake: FakeAce) -> None:
     cid = ok(result)["conversation_id"]
     assert result.content[0].text.endswith(f"\n\n[conversation_id: {cid}]")  # the id in the first text block
     assert out["text"] == text(result)
-    assert out["model"] == "kimi-k2.5"
+    assert out["model"] == DEFAULT_ID
     assert out["finish_reason"] == "stop"
     assert out["usage"] == {**USAGE, "reasoning_tokens": None, "cached_tokens": None}
-    assert out["id"].startswith("chatcmpl-")
+    assert out["id"].startswith("msg_")  # the K3 stream's ids
     assert out["conversation_id"].startswith("conv_")
     assert (out["attempts"], out["adjusted"], out["notice"], out["reasoning"]) == (1, [], None, None)
-    assert only_request(fake) == {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "Hi"}],
-                                  **STREAM_OPTIONS}
+    assert only_request(fake) == {"model": DEFAULT_ID, "messages": [{"role": "user", "content": "Hi"}],
+                                  "max_tokens": 16_384, **STREAM_OPTIONS}  # the model's default cap
     assert fake.requests[0].headers["authorization"] == f"Bearer {fake.token}"
     assert fake.requests[0].path == "/kimi/chat/completions"
     assert_clean(result, fake.token)
@@ -273,21 +286,22 @@ async def test_unknown_model(client: Client, fake: FakeAce) -> None:
 
 
 async def test_extra_models(fake: FakeAce) -> None:
-    env = {"KIMI_EXTRA_MODELS": "kimi-k3,kimi-k2.6", "KIMI_DEFAULT_MODEL": "kimi-k3"}
+    env = {"KIMI_EXTRA_MODELS": "kimi-k4,kimi-k4-mini,kimi-k2.6", "KIMI_DEFAULT_MODEL": "kimi-k4"}
     async with connect("memory", fake, env=env) as c:
         ok(await c.call_tool("kimi_chat", {"prompt": "p"}))
-        assert only_request(fake)["model"] == "kimi-k3"
+        assert only_request(fake)["model"] == "kimi-k4"
         fake.reset()
         # not in the catalogue: thinking is passed through, unchecked
-        ok(await c.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k2.6", "thinking": "enabled"}))
+        ok(await c.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k4-mini", "thinking": "enabled"}))
         body = only_request(fake)
-        assert (body["model"], body["thinking"]) == ("kimi-k2.6", {"type": "enabled"})
+        assert (body["model"], body["thinking"]) == ("kimi-k4-mini", {"type": "enabled"})
         data = json.loads((await c.read_resource("kimi://models")).contents[0].text)  # type: ignore[union-attr]
-        assert [m["id"] for m in data["models"]] == [*ALL_IDS, "kimi-k3", "kimi-k2.6"]
-        assert [m["id"] for m in data["models"] if m["default"]] == ["kimi-k3"]
-        assert [m["in_catalogue"] for m in data["models"]][-2:] == [False, False]
-        error = error_of(await c.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k4"}))
-        assert error["valid_models"] == [*ALL_IDS, "kimi-k3", "kimi-k2.6"]
+        # kimi-k2.6 is already a catalogue row: listed once, as the row
+        assert [m["id"] for m in data["models"]] == [*ALL_IDS, "kimi-k4", "kimi-k4-mini"]
+        assert [m["id"] for m in data["models"] if m["default"]] == ["kimi-k4"]
+        assert [m["in_catalogue"] for m in data["models"]][-3:] == [True, False, False]
+        error = error_of(await c.call_tool("kimi_chat", {"prompt": "p", "model": "kimi-k5"}))
+        assert error["valid_models"] == [*ALL_IDS, "kimi-k4", "kimi-k4-mini"]
 
 
 BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
@@ -344,12 +358,13 @@ async def test_json_plain(client: Client, fake: FakeAce) -> None:
     out = ok(result)
     assert out["value"] == {"city": "Paris", "n": 2}
     assert json.loads(result.content[0].text) == {"city": "Paris", "n": 2}
-    assert (out["attempts"], out["upstream_attempts"], out["model"]) == (1, 1, "kimi-k2.5")
+    assert (out["attempts"], out["upstream_attempts"], out["model"]) == (1, 1, DEFAULT_ID)
     assert out["usage"]["total_tokens"] == 18
     assert only_request(fake) == {
-        "model": "kimi-k2.5",
+        "model": DEFAULT_ID,
         "messages": [{"role": "system", "content": JSON_INSTRUCTION},
                      {"role": "user", "content": "Capital of France?"}],
+        "max_tokens": 16_384,
         "response_format": {"type": "json_object"},
     }  # no progress token: not streamed
     tools = {t.name: t for t in (await client.list_tools()).tools}

@@ -33,6 +33,11 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Literal, get_args
 
+try:
+    from tests.support.fake_parts import content_problem
+except ImportError:  # started as a script by path: its own directory is on sys.path
+    from fake_parts import content_problem  # type: ignore[import-not-found, no-redef]
+
 __all__ = [
     "CHAT_PATH",
     "DEFAULT_CONTENT",
@@ -47,6 +52,7 @@ __all__ = [
     "raw",
     "reply",
     "stall",
+    "stream_error",
     "stream_raw",
 ]
 
@@ -62,6 +68,13 @@ READ_SIZE = 64 * 1024
 
 Kind = Literal["reply", "raw", "stream_raw", "cut", "stall"]
 CutPoint = Literal["request", "reset", "headers", "mid_body", "mid_stream"]
+StreamShape = Literal["auto", "ace", "k3"]
+K3_PREFIX = "kimi-k3"
+THINKS_ALWAYS = ("kimi-k3", "kimi-k2.7-code")
+"""Prefixes of models whose unscripted replies carry reasoning (they always think)."""
+DEFAULT_REASONING = "The user greets me; I answer briefly."
+KEEPS_REASONING = ("kimi-k2.7-code",)
+"""Models that refuse a history whose assistant turns lack reasoning_content (k2.6 too, with thinking.keep)."""
 
 
 # --------------------------------------------------------------------------- recorded requests
@@ -130,6 +143,8 @@ class FakeResponse:
     crlf: bool = False
     comments: bool = False
     mixed_chunk: bool = True
+    shape: StreamShape = "auto"
+    """The stream's shape: Ace's k2.5 shape, the K3 shape, or (auto) by the requested model."""
     # raw
     body: bytes = b""
     content_type: str = "application/json"
@@ -190,6 +205,7 @@ class FakeResponse:
 def reply(
     content: str = DEFAULT_CONTENT,
     *,
+    shape: StreamShape = "auto",
     reasoning: str | None = None,
     model: str | None = None,
     finish_reason: str | None = "stop",
@@ -226,6 +242,7 @@ def reply(
         reasoning_tokens=reasoning_tokens,
         mixed_chunk=mixed_chunk,
         headers=dict(headers or {}),
+        shape=shape,
     )
 
 
@@ -278,6 +295,22 @@ def stream_raw(events: list[str], *, chunk_delay: float = 0.0, done: bool = True
     """A 200 event stream of literal blocks, each sent verbatim as one HTTP chunk (bring your own
     blank lines); `done` appends `data: [DONE]`."""
     return FakeResponse(kind="stream_raw", events=list(events), chunk_delay=chunk_delay, done=done)
+
+
+def stream_error(code: str | None, message: str, *, before: str = "", moonshot: bool = False,
+                 model: str = "kimi-k3") -> FakeResponse:
+    """A stream that fails midway: optional answer text, then a gateway's `error` event (Ace's
+    `{"error": {"code", "message"}}`, or Moonshot's `{"error": {"type", "message"}}`)."""
+    events = []
+    if before:
+        chunk = {"id": "msg_0", "object": "chat.completion.chunk", "model": model,
+                 "choices": [{"index": 0, "delta": {"content": before}, "finish_reason": None}]}
+        events.append(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n")
+    error: dict[str, Any] = {"message": message}
+    if code is not None:
+        error["type" if moonshot else "code"] = code
+    events.append(f"data: {json.dumps({'error': error, 'trace_id': 'trace-in-stream'})}\n\n")
+    return stream_raw(events, done=False)
 
 
 def cut(after: CutPoint = "headers") -> FakeResponse:
@@ -362,8 +395,28 @@ def _deltas(resp: FakeResponse) -> list[dict[str, Any]]:
     return [{"content": "", "role": "assistant"}, *thinking, *content]
 
 
+def _is_k3(resp: FakeResponse, request: dict[str, Any]) -> bool:
+    return resp.shape == "k3" or (resp.shape == "auto" and _model(resp, request).startswith(K3_PREFIX))
+
+
+def _k3_chunks(resp: FakeResponse, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The K3 stream through Ace: `msg_` ids, reasoning only as reasoning_content, the stop in its
+    own empty-delta chunk, then a `choices: []` chunk with only the three counts."""
+    base = {"id": f"msg_{secrets.token_hex(12)}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": _model(resp, request)}
+    deltas = [{k: v for k, v in d.items() if k != "reasoning"} for d in _deltas(resp)]
+    chunks = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": resp.finish_reason}]})
+    usage = _usage(resp, request)
+    chunks.append({**base, "choices": [], "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens",
+                                                                          "total_tokens")}})
+    return chunks
+
+
 def _sse_chunks(resp: FakeResponse, request: dict[str, Any]) -> list[dict[str, Any]]:
     """The chunk objects of a streamed reply, usage last (Ace) or in the finishing choice (Moonshot)."""
+    if _is_k3(resp, request):
+        return _k3_chunks(resp, request)
     base = {
         "id": f"chatcmpl-{secrets.token_hex(8)}",
         "object": "chat.completion.chunk",
@@ -389,7 +442,8 @@ def _sse_blocks(resp: FakeResponse, request: dict[str, Any]) -> list[bytes]:
     """Each SSE event as bytes, ending with `[DONE]`; comments ride in front of events."""
     nl = "\r\n" if resp.crlf else "\n"
     prefix = f": keep-alive{nl}{nl}" if resp.comments else ""
-    datas = [json.dumps(c, ensure_ascii=False) for c in _sse_chunks(resp, request)] + ["[DONE]"]
+    compact = {"separators": (",", ":")} if _is_k3(resp, request) else {}
+    datas = [json.dumps(c, ensure_ascii=False, **compact) for c in _sse_chunks(resp, request)] + ["[DONE]"]
     return [f"{prefix}data: {d}{nl}{nl}".encode() for d in datas]
 
 
@@ -398,9 +452,41 @@ def _default_reply(body: Any) -> FakeResponse:
     if not (isinstance(body, dict) and isinstance(body.get("model"), str) and body.get("messages")):
         return ace_error(400, "bad_request", "The request body needs a model and at least one message.")
     fmt = body.get("response_format")
+    reasoning = DEFAULT_REASONING if str(body["model"]).startswith(THINKS_ALWAYS) else None
     if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        return reply(json.dumps({"answer": DEFAULT_CONTENT}))
-    return reply()
+        return reply(json.dumps({"answer": DEFAULT_CONTENT}), reasoning=reasoning)
+    return reply(reasoning=reasoning)
+
+
+def _model_rules(body: Any, retired: set[str]) -> FakeResponse | None:
+    """What Moonshot refuses, per model: a retired id, K3's fixed sampling, k2.7-code's thinking,
+    and a preserved-thinking history missing an earlier turn's reasoning."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return None
+    model: str = body["model"]
+    if model in retired:
+        return moonshot_error(404, "resource_not_found_error", f"Not found the model {model} or Permission denied")
+    if model.startswith(K3_PREFIX):
+        if body.get("temperature", 1) != 1:
+            return moonshot_error(400, "invalid_request_error", "invalid temperature: only 1 is allowed for this model")
+        for fixed in ("top_p", "presence_penalty", "frequency_penalty"):
+            if fixed in body:
+                return moonshot_error(400, "invalid_request_error", f"{fixed} is fixed for this model")
+        effort = body.get("reasoning_effort", "max")
+        if effort not in ("low", "high", "max"):
+            return moonshot_error(400, "invalid_request_error", f"invalid reasoning_effort: {effort}")
+    thinking = body.get("thinking")
+    thinking = thinking if isinstance(thinking, dict) else {}
+    if model.startswith(KEEPS_REASONING) and thinking.get("type") == "disabled":
+        return moonshot_error(400, "invalid_request_error", "thinking cannot be disabled for this model")
+    if model.startswith(KEEPS_REASONING) or thinking.get("keep") == "all":
+        for index, message in enumerate(body.get("messages") or []):
+            if isinstance(message, dict) and message.get("role") == "assistant" and not message.get(
+                    "reasoning_content"):
+                return moonshot_error(400, "invalid_request_error",
+                                      f"thinking is enabled but reasoning_content is missing in assistant message "
+                                      f"at index {index}")
+    return None
 
 
 # --------------------------------------------------------------------------- the wire
@@ -723,6 +809,8 @@ class FakeAce:
         self._thread: threading.Thread | None = None
         self._open = 0
         self._stopping = False
+        self.retired: set[str] = set()
+        """Model ids this upstream no longer knows (answered 404 resource_not_found_error)."""
 
     # ---- lifecycle
 
@@ -815,6 +903,7 @@ class FakeAce:
             self._queue.clear()
             self._default = None
             self._requests.clear()
+            self.retired = set()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -910,6 +999,12 @@ class FakeAce:
         scheme, _, token = req.headers.get("authorization", "").partition(" ")
         if self.check_token and (scheme.lower() != "bearer" or token.strip() != self.token):
             return ace_error(401, "invalid_token", "The specified token is invalid or wrong."), 0.0
+        refused = _model_rules(req.json, self.retired)
+        if refused is not None:
+            return refused, 0.0
+        malformed = content_problem(req.json)  # content parts (text, image_url) checked as an upstream would
+        if malformed is not None:
+            return ace_error(400, "bad_request", malformed), 0.0
         with self._lock:
             if self._queue:
                 return self._queue.popleft(), 0.0

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import httpx2
 from mcp import Client
+from mcp.client.session import ListRootsFnT
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -125,30 +126,34 @@ async def connect(
     log: ServerLog | None = None,
     headers: Mapping[str, str] | None = None,
     args: tuple[str, ...] = (),
+    list_roots: ListRootsFnT | None = None,
+    cwd: Path | None = None,
 ) -> AsyncIterator[Client]:
-    """A connected client on a fresh server of the given kind."""
+    """A connected client on a fresh server of the given kind; `list_roots` makes the client declare
+    the roots capability; `cwd` is a stdio server's working directory (default: the repository)."""
     env = server_env(fake, **(env or {}))
     log = log if log is not None else ServerLog()
     mode = client_mode(era)
     if kind == "memory":
         server = create_server(Settings.load(env))
-        async with Client(server, mode=mode) as client:
+        async with Client(server, mode=mode, list_roots_callback=list_roots) as client:
             yield client
     elif kind == "stdio":
         log.path = Path(tempfile.mkstemp(prefix="kimi-mcp-", suffix=".log")[1])
-        params = StdioServerParameters(command=sys.executable, args=["-m", "kimi_mcp", *args], env=env,
-                                       cwd=str(ROOT))
+        params = StdioServerParameters(command=sys.executable, args=["-m", "kimi_mcp", *args],
+                                       env=env, cwd=str(cwd or ROOT))
         with log.path.open("w") as errlog:
             from mcp.client.stdio import stdio_client
 
-            async with Client(stdio_client(params, errlog=errlog), mode=mode) as client:
+            async with Client(stdio_client(params, errlog=errlog), mode=mode, list_roots_callback=list_roots) as client:
                 yield client
     elif kind == "http":
         with http_server(env, "streamable-http", log, *args) as port:
             url = f"http://127.0.0.1:{port}/mcp"
             async with (
                 httpx2.AsyncClient(headers=dict(headers or {}), timeout=httpx2.Timeout(60)) as http,
-                Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+                Client(streamable_http_client(url, http_client=http), mode=mode,
+                       list_roots_callback=list_roots) as client,
             ):
                 yield client
     else:

@@ -114,6 +114,48 @@ class TestFromUpstream:
         assert isinstance(from_status(404, moonshot_body("resource_not_found_error", "Not found"), {}), NotFound)
         assert isinstance(from_status(401, moonshot_body("invalid_authentication_error", "bad key"), {}), AuthError)
 
+    @pytest.mark.parametrize(("body", "model"), [
+        (moonshot_body("invalid_request_error", "Model kimi-k2.5 has been retired"), "kimi-k2.5"),
+        (moonshot_body("invalid_request_error", "The model `kimi-k2-0905-preview` does not exist"),
+         "kimi-k2-0905-preview"),
+        (ace_body("bad_request", "Unknown model: KIMI-K2-TURBO-PREVIEW"), "kimi-k2-turbo-preview"),
+    ])
+    def test_a_400_naming_the_requested_model_as_gone_is_not_found(self, body: bytes, model: str) -> None:
+        """Some gateways answer a retired or unknown model with 400: it is the model id to fix, not the
+        caller's request, so it becomes not_found (and keeps the upstream's status, code and message)."""
+        error = from_status(400, body, {}, model=model)
+        assert isinstance(error, NotFound)
+        assert (error.kind, error.status, error.retryable) == ("not_found", 400, False)
+        assert error.message == json.loads(body)["error"]["message"]
+        assert error.code in ("invalid_request_error", "bad_request")
+
+    @pytest.mark.parametrize(("body", "model"), [
+        # names the model but says nothing about it being gone
+        (moonshot_body("invalid_request_error", "invalid temperature for kimi-k3: only 1 is allowed"), "kimi-k3"),
+        # says "unknown" but about something else, not the model
+        (moonshot_body("invalid_request_error", "unknown field: stop_words"), "kimi-k3"),
+        # a retired model, but not the one asked for
+        (moonshot_body("invalid_request_error", "Model kimi-k2.5 has been retired"), "kimi-k2-thinking"),
+        # the request's model unknown to the caller of from_status: unchanged
+        (moonshot_body("invalid_request_error", "Model kimi-k2.5 has been retired"), None),
+        # a parameter the model does not support is the caller's request, not a gone model
+        (moonshot_body("invalid_request_error", "top_p is not supported for model kimi-k3"), "kimi-k3"),
+        # kimi-k3 is a prefix of kimi-k3.1-pro, not the same id
+        (moonshot_body("invalid_request_error", "Model kimi-k3.1-pro has been retired"), "kimi-k3"),
+    ])
+    def test_an_unrelated_400_stays_a_bad_request(self, body: bytes, model: str | None) -> None:
+        error = from_status(400, body, {}, model=model)
+        assert type(error) is BadRequest
+        assert error.kind == "bad_request"
+
+    def test_only_a_400_is_reclassified(self) -> None:
+        gone = moonshot_body("server_error", "model kimi-k2.5 is not available right now")
+        assert type(from_status(503, gone, {}, model="kimi-k2.5")) is UpstreamFailure
+        # the code says so whatever the status or message: no model needed
+        assert type(from_status(400, ace_body("model_not_found", "no such thing"), {})) is NotFound
+        assert type(from_status(401, ace_body("invalid_token", "kimi-k2.5 unknown token"), {}, model="kimi-k2.5")) is (
+            AuthError)
+
     def test_moonshot_quota_at_429_is_balance(self) -> None:
         """Moonshot reports an empty balance as 429: it must not look retryable."""
         error = from_status(429, moonshot_body("exceeded_current_quota_error", "Your account is suspended"), {})

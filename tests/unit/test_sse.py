@@ -52,7 +52,52 @@ ACE_STREAM = [
 ]
 
 
+K3_ID = "msg_6f2c1a9e0b7d4e3f8a21c5d0"
+K3_HEAD = f'{{"id":"{K3_ID}","object":"chat.completion.chunk","created":1783056000,"model":"kimi-k3",'
+K3_TEXT = "".join(f"data: {line}\n\n" for line in [
+    K3_HEAD + '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}',
+    K3_HEAD + '"choices":[{"index":0,"delta":{"reasoning_content":"The user"},"finish_reason":null}]}',
+    K3_HEAD + '"choices":[{"index":0,"delta":{"reasoning_content":" greets me."},"finish_reason":null}]}',
+    K3_HEAD + '"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}',
+    K3_HEAD + '"choices":[{"index":0,"delta":{"content":"! 你好"},"finish_reason":null}]}',
+    K3_HEAD + '"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+    K3_HEAD + '"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":30,"total_tokens":38}}',
+    "[DONE]",
+])
+"""The K3 stream through Ace, written out: `msg_` ids, compact JSON, reasoning only as
+reasoning_content, the stop in its own empty-delta chunk, then a `choices: []` chunk whose usage has
+only the three counts."""
+
+
 class TestStream:
+    def test_k3_stream(self) -> None:
+        acc, deltas = feed(K3_TEXT)
+        assert acc.done
+        assert deltas == [StreamDelta("The user", ""), StreamDelta(" greets me.", ""), StreamDelta("", "Hello"),
+                          StreamDelta("", "! 你好")]  # the role chunk and the stop chunk carry no text
+        assert (acc.text, acc.reasoning) == ("Hello! 你好", "The user greets me.")
+        reply = acc.reply()
+        assert (reply.id, reply.model, reply.finish_reason) == (K3_ID, "kimi-k3", "stop")
+        usage = reply.usage
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (8, 30, 38)
+        assert (usage.reasoning_tokens, usage.cached_tokens) == (None, None)  # not sent: unknown, not 0
+
+    def test_the_fake_streams_the_k3_shape(self) -> None:
+        """The fake's K3 shape is the one written out above (so the end-to-end tests exercise it)."""
+        resp = fake_ace.reply("Hello! 你好", reasoning="The user greets me.", reasoning_tokens=5, chunk_size=4)
+        blocks = [b.decode() for b in fake_ace._sse_blocks(resp, {"model": "kimi-k3", "messages": []})]
+        chunks = [json.loads(b.removeprefix("data: ")) for b in blocks[:-1]]
+        assert blocks[-1] == "data: [DONE]\n\n"
+        assert all(", " not in b and '": ' not in b for b in blocks)  # compact JSON (the texts have neither)
+        assert {c["id"] for c in chunks} == {chunks[0]["id"]} and chunks[0]["id"].startswith("msg_")
+        assert all("reasoning" not in c["choices"][0]["delta"] for c in chunks if c["choices"])
+        assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        assert chunks[-1]["choices"] == [] and set(chunks[-1]["usage"]) == {"prompt_tokens", "completion_tokens",
+                                                                             "total_tokens"}
+        acc, _ = feed("".join(blocks))
+        assert (acc.done, acc.text, acc.reasoning) == (True, "Hello! 你好", "The user greets me.")
+        assert acc.usage is not None and acc.usage.reasoning_tokens is None
+
     def test_ace_stream(self) -> None:
         acc, deltas = feed(sse(*ACE_STREAM))
         assert acc.done

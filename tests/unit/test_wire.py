@@ -77,6 +77,68 @@ class TestBuildBody:
         body, _ = build_body(request("kimi-k2.5"), stream=False)
         assert body == {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hi"}]}
 
+    @pytest.mark.parametrize("model_id", ["kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"])
+    def test_k3_temperature_fixed_and_top_p_omitted(self, model_id: str) -> None:
+        body, adjusted = build_body(request(model_id, temperature=0.3, top_p=0.5), stream=False)
+        assert body["temperature"] == 1.0
+        assert "top_p" not in body
+        assert [(a.param, a.requested, a.used) for a in adjusted] == [("temperature", 0.3, 1.0), ("top_p", 0.5, None)]
+        assert [a.reason for a in adjusted] == ["K3 models accept only temperature 1",
+                                                "K3 models fix top_p themselves; none is sent"]
+
+    def test_k3_top_p_is_never_sent_even_at_a_usual_value(self) -> None:
+        body, adjusted = build_body(request("kimi-k3", top_p=0.95), stream=False)
+        assert "top_p" not in body
+        assert [(a.param, a.requested, a.used) for a in adjusted] == [("top_p", 0.95, None)]
+
+    def test_k3_allowed_temperature_is_not_adjusted(self) -> None:
+        body, adjusted = build_body(request("kimi-k3", temperature=1.0), stream=False)
+        assert (body["temperature"], adjusted) == (1.0, [])
+        assert "thinking" not in body  # it always thinks: nothing to switch
+
+    @pytest.mark.parametrize(("model_id", "given", "sent"), [
+        ("kimi-k3", None, 16_384),
+        ("kimi-k3", 100, 100),
+        ("kimi-k3", 100_000, 100_000),  # the caller's value, even above the default
+        ("kimi-k3.1-pro", None, 32_768),
+        ("kimi-k2.6", None, 32_768),
+        ("kimi-k2.6", 7, 7),
+        ("kimi-k2.5", None, None),  # no default in its row: nothing sent
+        ("kimi-k2-thinking", None, None),
+    ])
+    def test_default_max_tokens_only_when_the_caller_gives_none(self, model_id: str, given: int | None,
+                                                                sent: int | None) -> None:
+        body, _ = build_body(request(model_id, max_tokens=given), stream=True)
+        assert body.get("max_tokens") == sent
+        assert ("max_tokens" in body) is (sent is not None)
+
+    def test_reasoning_effort_passed(self) -> None:
+        body, _ = build_body(request("kimi-k3", reasoning_effort="low"), stream=False)
+        assert body == {"model": "kimi-k3", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16_384,
+                        "reasoning_effort": "low"}
+        assert "reasoning_effort" not in build_body(request("kimi-k3"), stream=False)[0]
+
+    @pytest.mark.parametrize("thinking", [None, True])
+    def test_k26_thinking_keeps_reasoning(self, thinking: bool | None) -> None:
+        """k2.6 thinking (its default, or asked for) uses preserved thinking: history carries reasoning."""
+        body, adjusted = build_body(request("kimi-k2.6", thinking=thinking, temperature=0.3), stream=False)
+        assert body["thinking"] == {"type": "enabled", "keep": "all"}
+        assert body["temperature"] == 1.0
+        assert [(a.param, a.used) for a in adjusted] == [("temperature", 1.0)]
+
+    def test_k26_thinking_off_is_plain_disabled(self) -> None:
+        body, adjusted = build_body(request("kimi-k2.6", thinking=False, temperature=0.3, top_p=0.5), stream=False)
+        assert body["thinking"] == {"type": "disabled"}
+        assert (body["temperature"], body["top_p"]) == (0.6, 0.95)
+        assert [(a.param, a.used) for a in adjusted] == [("temperature", 0.6), ("top_p", 0.95)]
+
+    def test_only_k26_asks_for_preserved_thinking(self) -> None:
+        for model_id in ("kimi-k2.5", "kimi-k2-thinking", "kimi-k2.7-code", "kimi-k3"):
+            body, _ = build_body(request(model_id), stream=False)
+            assert "thinking" not in body, model_id
+        body, _ = build_body(request("kimi-k2.5", thinking=True), stream=False)
+        assert body["thinking"] == {"type": "enabled"}
+
 
 # --------------------------------------------------------------------------- parse_completion
 
