@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["OPTIONS", "TOKEN_PLACEHOLDER", "Option", "Secret", "Settings", "SettingsError"]
 
@@ -152,8 +152,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "KIMI_PORT", "--port", _integer(0, 65_535), "8000", "Port the HTTP transports bind."),
     # conversations and host deadlines
     Option("store", "KIMI_STORE", "--store", _text, "",
-           "Conversation store: a SQLite file path, or 'memory' to keep nothing on disk "
-           "(default: conversations.sqlite3 in the user's data directory)."),
+           "Conversation store: a SQLite file path, a postgresql:// URL (several replicas), or 'memory' to "
+           "keep nothing on disk (default: conversations.sqlite3 in the user's data directory)."),
     Option("soft_deadline", "KIMI_SOFT_DEADLINE", "--soft-deadline", _number(0, 86_400), "50",
            "Seconds after which kimi_chat returns the partial answer and keeps generating (0: off)."),
     Option("conversation_ttl_days", "KIMI_CONVERSATION_TTL_DAYS", "--conversation-ttl-days",
@@ -260,6 +260,7 @@ class Settings:
         found = [v.reveal() for v in values if isinstance(v, Secret)]
         if self.auth_tokens:
             found += [pair.partition(":")[2] for pair in self.auth_tokens.reveal().split(",")]
+        found += store_passwords(self.store)
         return tuple(v.strip() for v in found if v.strip())
 
     def __repr__(self) -> str:
@@ -271,4 +272,19 @@ class Settings:
         for option in OPTIONS:
             if option.secret:
                 shown[option.field] = "set (****)" if getattr(self, option.field) else "not set"
+        for password in sorted(store_passwords(self.store), key=len, reverse=True):
+            shown["store"] = shown["store"].replace(password, "****")
         return shown
+
+
+def store_passwords(store: str) -> list[str]:
+    """The password in a PostgreSQL store URL (as written and decoded; in the user part or a
+    `password=` parameter), so it is masked like the tokens: KIMI_STORE is not a secret option, but
+    such a URL holds one."""
+    if not store.startswith(("postgresql://", "postgres://")):
+        return []
+    parts = urlsplit(store)
+    raw = [parts.netloc.rpartition("@")[0].partition(":")[2]]
+    raw += [value for name, _, value in (item.partition("=") for item in parts.query.split("&"))
+            if unquote(name) == "password"]
+    return [spelling for value in raw if value for spelling in dict.fromkeys((value, unquote(value)))]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from ..redaction import setup_logging
-from ..settings import Settings
+import anyio
 
-__all__ = ["serve"]
+from ..redaction import setup_logging
+from ..settings import Settings, SettingsError
+from ..store import StorageError, default_store_path, open_store
+
+__all__ = ["check_store", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ def serve(settings: Settings) -> int:
 
         client_tokens = load_client_tokens(settings)
         check_exposure(settings, client_tokens)
+    check_store(settings)
     secrets = (*settings.secrets(), *client_tokens)
     setup_logging(settings.log_level, secrets)
     from ..server import create_server
@@ -39,3 +43,24 @@ def serve(settings: Settings) -> int:
 
         serve_http(server, settings, client_tokens)
     return 0
+
+
+def check_store(settings: Settings) -> None:
+    """Connect to a database store once (and close again), so an unreachable or refusing database
+    is one line and a non-zero exit instead of a server whose every call fails."""
+    try:
+        store = open_store(settings.store or str(default_store_path()))
+    except (ValueError, StorageError) as err:  # a malformed URL; a missing driver
+        raise SettingsError(str(err)) from None
+
+    async def connect() -> None:
+        try:
+            await store.open()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store.close()
+
+    try:
+        anyio.run(connect)
+    except StorageError as err:
+        raise SettingsError(str(err)) from None

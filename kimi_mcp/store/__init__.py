@@ -1,10 +1,11 @@
-"""The store layer: a small Protocol, an in-memory and a SQLite backend, and `open_store`.
+"""The store layer: a small Protocol, an in-memory, a SQLite and a PostgreSQL backend, and `open_store`.
 
 It keeps conversations and `AnswerRecord`s (the durable state of answers being written).
 
 The chat layer depends only on `ConversationStore`, so a new backend needs no change outside this
 package (and must pass the contract class in `tests/store/test_store_contract.py`). May import
-only the standard library and anyio: nothing of ours above it, never the MCP SDK. Its `StorageError` is
+only the standard library and anyio (and psycopg, in `postgres` only, loaded only when a
+PostgreSQL URL is given): nothing of ours above it, never the MCP SDK. Its `StorageError` is
 turned into the tools' `storage` error in one place (`chat.conversations.storage`).
 """
 
@@ -59,12 +60,29 @@ __all__ = [
 
 
 def open_store(spec: str) -> ConversationStore:
-    """`"memory"` for a throwaway store, anything else is a SQLite file path (`~` expanded).
+    """`"memory"` for a throwaway store, a `postgresql://` (or `postgres://`) URL for PostgreSQL,
+    anything else is a SQLite file path (`~` expanded).
 
-    Nothing is opened here; the SQLite file is created on first use.
+    Nothing is opened here; the SQLite file is created, the database connected, on first use.
+    A PostgreSQL URL without its driver installed is a StorageError naming the extra to install.
     """
     if spec == "memory":
         return MemoryStore()
     if not spec.strip():
-        raise ValueError("store spec must be 'memory' or a file path")
+        raise ValueError("store spec must be 'memory', a postgresql:// URL or a file path")
+    if spec.startswith(("postgresql://", "postgres://")):
+        return _postgres_store(spec)
     return SQLiteStore(Path(spec).expanduser())
+
+
+def _postgres_store(url: str) -> ConversationStore:
+    try:
+        from kimi_mcp.store.postgres import PostgresStore
+    except ImportError as err:
+        if (err.name or "").startswith("kimi_mcp"):
+            raise
+        raise StorageError(
+            "KIMI_STORE names PostgreSQL, but its driver is not installed: pip install 'kimi-mcp[postgres]'"
+            f" ({err})"
+        ) from None
+    return PostgresStore(url)

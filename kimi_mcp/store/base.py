@@ -250,6 +250,11 @@ class ConversationStore(Protocol):
         """Delete every record whose `expires_at <= now`, whatever its status; return how many."""
         ...
 
+    async def open(self) -> None:
+        """Connect now where the backend connects to a server (StorageError if it cannot), so
+        `kimi-mcp serve` refuses to start on an unreachable database; elsewhere nothing to do."""
+        ...
+
     async def close(self) -> None:
         """Release files and connections."""
         ...

@@ -227,6 +227,10 @@ class MemoryStore:
             del self._answers[answer_id]
         return len(expired)
 
+    async def open(self) -> None:
+        """Nothing to connect to."""
+        await checkpoint()
+
     async def close(self) -> None:
         """Nothing to release; the data stays until the object is dropped."""
         await checkpoint()

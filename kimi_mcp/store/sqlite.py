@@ -551,6 +551,10 @@ class SQLiteStore:
 
         await self._run(probe)
 
+    async def open(self) -> None:
+        """Nothing to do before the first call: the file is created (and migrated) on first use, where
+        a problem with it is that call's `storage` error."""
+
     async def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL); a later call would open it again."""
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)

@@ -1,5 +1,5 @@
 """The store layer (`kimi_mcp.store`): one contract class every `ConversationStore` backend passes
-unchanged (memory and SQLite today; conversations and answer records), the pruning plan, and
+unchanged (memory, SQLite and PostgreSQL; conversations and answer records), the pruning plan, and
 SQLite's own durability tests (reopen, file permissions, a writer killed mid-save, migrations)."""
 
 from __future__ import annotations
@@ -508,6 +508,17 @@ class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self) -> ConversationStore:
         return MemoryStore()
+
+
+class TestPostgresStore(StoreContract):
+    """The same contract against a real PostgreSQL, one fresh database per test (the server comes
+    from `tests/support/postgres.py`; its own tests are in `test_postgres.py`)."""
+
+    @pytest.fixture
+    async def store(self, postgres_url: str) -> AsyncIterator[ConversationStore]:
+        store = open_store(postgres_url)
+        yield store
+        await store.close()
 
 
 def _pragma(path: Path, pragma: str) -> object:

@@ -103,3 +103,12 @@ class TestSettings:
         assert Settings().masked()["api_token"] == "not set"
         assert TOKEN in settings.secrets()
         assert "a" * 20 in settings.secrets()
+
+    def test_a_database_password_in_the_store_url_is_a_secret(self) -> None:
+        url = "postgresql://kimi:p%40ss-word-1@db.example:5432/chats?sslmode=require&password=second-secret"
+        settings = Settings.load({"KIMI_STORE": url})
+        assert {"p%40ss-word-1", "p@ss-word-1", "second-secret"} <= set(settings.secrets())
+        shown = json.dumps(settings.masked())
+        assert "ss-word" not in shown and "second-secret" not in shown
+        assert settings.masked()["store"] == "postgresql://kimi:****@db.example:5432/chats?sslmode=require&password=****"
+        assert Settings.load({"KIMI_STORE": "/tmp/kimi:pw@x.sqlite3"}).secrets() == ()
