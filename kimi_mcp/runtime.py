@@ -43,7 +43,8 @@ async def open_runtime(
         conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400,
                                       secrets=masked)
         schemas = SchemaChecker()
-        tasks = Tasks(store, tg, TaskLimits(wait_s=settings.task_wait, ttl_s=settings.task_ttl), masked)
+        tasks = Tasks(store, tg, TaskLimits(wait_s=settings.task_wait, ttl_s=settings.task_ttl,
+                                                lease_s=settings.answer_lease), masked)
         try:
             yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas, tasks)
         finally:

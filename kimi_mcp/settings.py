@@ -190,6 +190,9 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds a call from a tasks-capable client waits before it becomes a task (quick answers stay direct)."),
     Option("task_ttl", "KIMI_TASK_TTL", "--task-ttl", _number(60, 604_800), "3600",
            "Seconds a task's result is kept for polling after it was last updated."),
+    Option("answer_lease", "KIMI_ANSWER_LEASE", "--answer-lease", _number(1, 3_600), "30",
+           "Seconds an answer in progress may go without its process's heartbeat before another "
+           "process sharing the store reports it interrupted (the process died)."),
     Option("client_timeout", "KIMI_CLIENT_TIMEOUT", "--client-timeout", _number(0.5, 3_600), "30",
            "Seconds an HTTP client may take to send its request headers, or stay silent mid-body."),
     Option("max_sessions_per_client", "KIMI_MAX_SESSIONS_PER_CLIENT", "--max-sessions-per-client",
@@ -232,6 +235,7 @@ class Settings:
     max_request_bytes: int = 4_194_304
     task_wait: float = 3.0
     task_ttl: float = 3600.0
+    answer_lease: float = 30.0
     client_timeout: float = 30.0
     max_sessions_per_client: int = 100
     allowed_dirs: tuple[str, ...] = ()

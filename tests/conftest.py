@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: the anyio backend, and the loopback fake of the Ace API.
+"""Fixtures shared by the whole suite: the anyio backend, the loopback fake of the Ace API, and a
+real PostgreSQL (`tests/support/postgres.py`) for the store and replica tests.
 
 `fake` is one `FakeAce` per test module (starting one costs a thread and a port, and the
 module-scoped servers built on it outlive single tests). Every test that uses it, directly or
@@ -13,6 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.fake_ace import FakeAce
+from tests.support.postgres import postgres_server, postgres_url
+
+__all__ = ["postgres_server", "postgres_url"]  # a real PostgreSQL, started only for tests that ask
 
 # No test may touch the user's real data directory: the default store of every in-process server
 # (and of subprocesses given this environment) lands in a throwaway directory instead.

@@ -22,7 +22,7 @@ from .progress import ProgressSink, ProgressThrottle, StreamListener
 from .schemas import SchemaChecker
 from .service import ChatArgs, ChatService, Completed, empty_answer_notice
 from .tasks import TaskFailure, TaskLimits, TaskRecorder, Tasks, TaskStarted, TaskView
-from .tools import LOCAL, ChatHandover, ChatTools, Finished, Partial
+from .tools import LOCAL, ChatHandover, ChatTools, Finished, Partial, Relayed
 
 __all__ = [
     "LOCAL",
@@ -42,6 +42,7 @@ __all__ = [
     "ProgressSink",
     "ProgressThrottle",
     "ReadScope",
+    "Relayed",
     "SchemaChecker",
     "StreamListener",
     "TaskFailure",

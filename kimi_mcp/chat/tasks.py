@@ -29,7 +29,7 @@ from ..store import AnswerRecord, ConversationStore, StorageError
 from ..upstream import StreamAccumulator
 from .conversations import storage
 
-__all__ = ["TaskFailure", "TaskLimits", "TaskRecorder", "TaskStarted", "TaskView", "Tasks"]
+__all__ = ["PieceState", "TaskFailure", "TaskLimits", "TaskRecorder", "TaskStarted", "TaskView", "Tasks"]
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,52 @@ Job = Callable[["TaskRecorder"], Awaitable[dict[str, Any]]]
 
 WRITE_EVERY_S = 2.0
 """The record follows the answer at most this often (the store is not written per chunk)."""
-HEARTBEAT_S = 10.0
-STALE_S = 30.0
-"""A working record not touched for this long belongs to a process that stopped: it is interrupted."""
 _LIVE_OWNERS: set[str] = set()
 """The owners of this process's open `Tasks` (a process may run several runtimes, e.g. in tests)."""
 INTERRUPTED = "interrupted: the server stopped before the answer was finished; call again"
 MAX_RECORD_CHARS = 4_000_000
 """The text and reasoning kept in a record (each); the whole answer is in the final result."""
+
+
+@dataclass(frozen=True, slots=True)
+class PieceState:
+    """What a soft-deadline piece's record says beyond its text (kept as its `result` JSON): how much
+    was handed over, and once finished how it ended, so any process can hand over the rest."""
+
+    delivered: int = 0
+    model: str = ""
+    finish_reason: str = ""
+    usage: dict[str, int | None] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps({"delivered": self.delivered, "model": self.model, "finish_reason": self.finish_reason,
+                           "usage": self.usage})
+
+    @classmethod
+    def loads(cls, raw: str | None) -> PieceState:
+        """Lenient: a record written by an older version (or none) reads as nothing delivered."""
+        try:
+            data = json.loads(raw or "{}")
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        usage = data.get("usage")
+        return cls(
+            delivered=data["delivered"] if isinstance(data.get("delivered"), int) else 0,
+            model=str(data.get("model") or ""),
+            finish_reason=str(data.get("finish_reason") or ""),
+            usage={str(k): v for k, v in usage.items() if v is None or isinstance(v, int)}
+            if isinstance(usage, dict) else {},
+        )
+
+
+@dataclass(slots=True)
+class _Piece:
+    principal: str
+    keep_s: float
+    source: Callable[[], str]
+    finished: bool = False  # whole and recorded: no more heartbeats (its record expires on its own)
 
 
 class TaskFailure(Exception):
@@ -62,9 +100,17 @@ class TaskLimits:
     wait_s: float = 3.0
     """How long a call waits before it becomes a task (quick answers stay direct)."""
     ttl_s: float = 3_600.0
+    lease_s: float = 30.0
+    """A working record nobody touched for this long belongs to a process that stopped (another
+    replica, a killed process): it is interrupted. Its owner touches it every `heartbeat_s`."""
     poll_ms: int = 2_000
     per_principal: int = 16
     total: int = 256
+
+    @property
+    def heartbeat_s(self) -> float:
+        """A third of the lease: a record survives two lost heartbeats before it reads as stale."""
+        return self.lease_s / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +211,7 @@ class Tasks:
         self._tg = task_group
         self._secrets = secrets_
         self._runs: dict[str, _Run] = {}
-        self._pieces: dict[str, tuple[str, float]] = {}
+        self._pieces: dict[str, _Piece] = {}
         """Incomplete answers running here: answer id -> (principal, how long they are kept)."""
         task_group.start_soon(self._beat)
 
@@ -293,7 +339,7 @@ class Tasks:
             return None
         now = time.time()
         if record.status == "working" and run is None and (record.owner == self.owner or owner_gone(record.owner)
-                                                            or record.updated_at < now - STALE_S):
+                                                            or record.updated_at < now - self.limits.lease_s):
             # Ours but no longer running here, a process of this machine that is gone, or one that
             # stopped beating: lost.
             with storage():
@@ -335,31 +381,80 @@ class Tasks:
     # ---- soft-deadline pieces (kimi_chat's own resume flow, for hosts without the extension)
 
     async def note_piece(self, principal: str, conversation_id: str, answer_id: str, text: str,
-                         keep_s: float) -> None:
-        """An answer was handed over incomplete and runs on: recorded, so that a resume after a
-        restart (or on another process) can say it was lost instead of "nothing to resume"."""
+                         keep_s: float, *, model: str, source: Callable[[], str]) -> None:
+        """An answer was handed over incomplete and runs on: recorded, so that a resume on another
+        process sharing the store (a replica) can follow it, and one after a restart can say it
+        was lost instead of "nothing to resume". `source` gives its text so far (for the heartbeat)."""
         now = time.time()
         record = AnswerRecord(id=answer_id, principal=principal, kind="answer", conversation_id=conversation_id,
                               owner=self.owner, status="working", status_message="writing",
-                              text=redact(text[:MAX_RECORD_CHARS], self._secrets), created_at=now,
-                              updated_at=now, expires_at=now + keep_s)
+                              text=redact(text[:MAX_RECORD_CHARS], self._secrets),
+                              result=PieceState(delivered=len(text), model=model).dumps(),
+                              created_at=now, updated_at=now, expires_at=now + keep_s)
         try:
             await self.store.create_answer(record)
-            self._pieces[answer_id] = (principal, keep_s)
+            self._pieces[answer_id] = _Piece(principal, keep_s, source)
         except (StorageError, ValueError, OSError) as exc:
             log.warning("an incomplete answer could not be recorded (%s)", type(exc).__name__)
 
     def has_piece(self, answer_id: str) -> bool:
         return answer_id in self._pieces
 
-    async def piece_done(self, principal: str, answer_id: str, status: Literal["completed", "cancelled"]) -> None:
-        """The piece's answer ended (stored, or stopped): no longer lost if the process stops now."""
+    async def piece_delivered(self, principal: str, answer_id: str, text: str) -> None:
+        """A process handed over the piece's text up to here (the record follows, so the next
+        resume on any process goes on from there)."""
+        await self._write_piece(principal, answer_id, text=text, delivered=len(text))
+
+    async def piece_finished(self, principal: str, answer_id: str, end: PieceState, text: str) -> None:
+        """The piece's answer is whole and stored, but its rest not yet handed over: the record keeps
+        the whole text and `end` (still "working", no longer extended), so a resume on any process,
+        this one's gone included, can hand over the rest."""
+        piece = self._pieces.get(answer_id)
+        if piece is not None:
+            piece.finished = True
+        await self._write_piece(principal, answer_id, text=text, end=end)
+
+    async def piece_done(self, principal: str, answer_id: str, status: Literal["completed", "cancelled"],
+                         delivered: int | None = None) -> None:
+        """The piece's answer was handed over whole (`delivered`: its length), or stopped: its record
+        is final, and a later resume anywhere finds nothing to resume."""
         self._pieces.pop(answer_id, None)
+        await self._write_piece(principal, answer_id, status=status, delivered=delivered)
+
+    async def _write_piece(self, principal: str, answer_id: str, *, status: Literal["completed", "cancelled"] | None
+                           = None, text: str | None = None, delivered: int | None = None,
+                           end: PieceState | None = None) -> None:
+        """Update a piece's record (its state merged with what is stored: another process may have
+        handed over more of it); a failure to write is logged, never the caller's error."""
         try:
-            await self.store.update_answer(principal, answer_id, now=time.time(), status=status,
-                                           status_message=status)
+            record = await self.store.get_answer(principal, answer_id)
+            if record is None or record.status != "working":
+                return
+            state = PieceState.loads(record.result)
+            if end is not None:
+                state = replace(end, delivered=state.delivered, model=end.model or state.model)
+            if delivered is not None:
+                state = replace(state, delivered=max(state.delivered, delivered))
+            await self.store.update_answer(
+                principal, answer_id, now=time.time(), status=status, status_message=status,
+                text=None if text is None else redact(text[:MAX_RECORD_CHARS], self._secrets),
+                result=state.dumps())
         except (StorageError, ValueError, OSError) as exc:
-            log.warning("an incomplete answer's end could not be recorded (%s)", type(exc).__name__)
+            log.warning("an incomplete answer's record could not be updated (%s)", type(exc).__name__)
+
+    async def delivered(self, principal: str, answer_id: str) -> int:
+        """How much of a piece any process has handed over (0 when unknown or unreadable)."""
+        try:
+            record = await self.store.get_answer(principal, answer_id)
+        except (StorageError, ValueError, OSError):
+            return 0
+        return PieceState.loads(record.result).delivered if record is not None else 0
+
+    async def piece_record(self, principal: str, conversation_id: str,
+                           answer_id: str | None) -> tuple[AnswerRecord, PieceState] | None:
+        """The record of an incomplete answer not running here, as `lost_piece` sees it, with its state."""
+        record = await self.lost_piece(principal, conversation_id, answer_id)
+        return None if record is None else (record, PieceState.loads(record.result))
 
     async def lost_piece(self, principal: str, conversation_id: str, answer_id: str | None) -> AnswerRecord | None:
         """The record of an incomplete answer no process runs any more (marked interrupted), or of one
@@ -371,8 +466,10 @@ class Tasks:
             return None
         record = records[-1]
         now = time.time()
-        if record.status == "working" and (record.owner == self.owner or owner_gone(record.owner)
-                                           or record.updated_at < now - STALE_S):
+        finished = bool(PieceState.loads(record.result).finish_reason)  # whole and stored: not lost
+        stopped = (record.owner == self.owner or owner_gone(record.owner)
+                   or record.updated_at < now - self.limits.lease_s)
+        if record.status == "working" and not finished and stopped:
             with storage():
                 record = await self.store.update_answer(principal, record.id, now=now, status="interrupted",
                                                         status_message=INTERRUPTED) or record
@@ -386,7 +483,7 @@ class Tasks:
         try:
             await self._upkeep(first=True)
             while True:
-                await anyio.sleep(HEARTBEAT_S)
+                await anyio.sleep(self.limits.heartbeat_s)
                 await self._upkeep(first=False)
         finally:
             _LIVE_OWNERS.discard(self.owner)
@@ -395,8 +492,8 @@ class Tasks:
         now = time.time()
         try:
             if first:
-                await self.store.interrupt_stale(now=now, stale_before=now - STALE_S, except_owner=self.owner,
-                                                 message=INTERRUPTED)
+                await self.store.interrupt_stale(now=now, stale_before=now - self.limits.lease_s,
+                                                 except_owner=self.owner, message=INTERRUPTED)
             for run in list(self._runs.values()):
                 if run.done.is_set():
                     if (run.finished_at or now) + self.limits.ttl_s < now:
@@ -410,11 +507,16 @@ class Tasks:
                     if alive is None and not run.done.is_set():  # cancelled (or expired) through the store
                         run.cancelled = True
                         run.scope.cancel()
-            for answer_id, (principal, keep_s) in list(self._pieces.items()):
-                await self.store.update_answer(principal, answer_id, now=now, expires_at=now + keep_s)
+            for answer_id, piece in list(self._pieces.items()):
+                if piece.finished:
+                    if await self.store.get_answer(piece.principal, answer_id, now=now) is None:
+                        self._pieces.pop(answer_id, None)  # expired
+                    continue
+                await self.store.update_answer(piece.principal, answer_id, now=now, expires_at=now + piece.keep_s,
+                                               text=redact(piece.source()[:MAX_RECORD_CHARS], self._secrets))
             await self.store.purge_answers(now=now)
         except (StorageError, ValueError, OSError) as exc:
-            log.warning("task upkeep failed (%s); retrying in %g s", type(exc).__name__, HEARTBEAT_S)
+            log.warning("task upkeep failed (%s); retrying in %g s", type(exc).__name__, self.limits.heartbeat_s)
 
 
 def owner_gone(owner: str) -> bool:

@@ -10,7 +10,7 @@ the hand-over stops the generation, and so the upstream request, at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import anyio
 
@@ -22,9 +22,9 @@ from .json_answers import JsonOutcome, run_json
 from .progress import ProgressSink, ProgressThrottle, StreamListener
 from .schemas import SchemaChecker
 from .service import ChatArgs, ChatService
-from .tasks import TaskRecorder, Tasks
+from .tasks import PieceState, TaskRecorder, Tasks
 
-__all__ = ["LOCAL", "ChatHandover", "ChatTools", "Finished", "Partial"]
+__all__ = ["LOCAL", "ChatHandover", "ChatTools", "Finished", "Partial", "Relayed"]
 
 LOCAL = "local"
 """The principal of stdio hosts, open HTTP and the command line: one local user."""
@@ -49,7 +49,23 @@ class Partial:
     answer_id: str
 
 
-ChatHandover = Finished | Partial
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """The rest of an answer that another process sharing the store (a replica) finished, read from
+    its record: the text from `offset` on, and the figures it recorded."""
+
+    conversation_id: str
+    piece: str
+    offset: int
+    model: str
+    answer_id: str
+    finish_reason: str
+    usage: dict[str, int | None]
+
+
+ChatHandover = Finished | Partial | Relayed
+RELAY_POLL_S = 0.5
+"""How often a resume reads the record of an answer another process is writing."""
 
 
 class ChatTools:
@@ -81,16 +97,15 @@ class ChatTools:
             def resolved(model: str) -> None:
                 generation.model = model
 
-            ended: Literal["completed", "cancelled"] = "cancelled"
+            turn: ChatTurn | None = None
             try:
                 turn = await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
                                                     listener=generation if stream else None, on_model=resolved)
-                ended = "completed"
                 return turn
             finally:
                 if self.tasks is not None and self.tasks.has_piece(generation.answer_id):  # its record says it ended
                     with anyio.CancelScope(shield=True):
-                        await self.tasks.piece_done(principal, generation.answer_id, ended)
+                        await self._piece_done(principal, generation.answer_id, turn)
 
         generation = self.generations.start((principal, cid), guess, job)
         if task is not None:
@@ -118,7 +133,9 @@ class ChatTools:
         if answer_id:
             found = [g for g in waiting if g.answer_id == answer_id]
             if not found:
-                await self._report_lost(principal, conversation_id, answer_id)
+                relayed = await self._relay(principal, conversation_id, answer_id)
+                if relayed is not None:
+                    return relayed
                 raise InvalidArguments(
                     f"no incomplete answer {answer_id!r} in conversation {conversation_id!r}: it was already "
                     "handed over whole, or it expired (read the conversation with kimi_read_conversation)"
@@ -133,24 +150,61 @@ class ChatTools:
         elif waiting:
             generation = waiting[0]
         else:
-            await self._report_lost(principal, conversation_id, None)
+            relayed = await self._relay(principal, conversation_id, None)
+            if relayed is not None:
+                return relayed
             raise InvalidArguments(
                 f"nothing to resume in conversation {conversation_id!r}: no answer is in progress here. A "
                 "finished answer is in kimi_read_conversation; one nobody resumed for 15 minutes is gone: "
                 "ask again"
             )
         self.generations.reattach(generation, sink)
+        if self.tasks is not None and self.tasks.has_piece(generation.answer_id):  # a replica may have handed more
+            handed = await self.tasks.delivered(principal, generation.answer_id)
+            generation.delivered = max(generation.delivered, handed)
         return await self._hand_over(cast(Generation[ChatTurn], generation), conversation_id)
 
-    async def _report_lost(self, principal: str, conversation_id: str, answer_id: str | None) -> None:
-        """Raise `Interrupted` (with the partial text) when the answer to resume was lost with its process."""
-        if self.tasks is None:
+    async def _piece_done(self, principal: str, answer_id: str, turn: ChatTurn | None) -> None:
+        """Record how a piece's answer ended: its whole text and figures, for a resume elsewhere."""
+        assert self.tasks is not None
+        if turn is None:
+            await self.tasks.piece_done(principal, answer_id, "cancelled")
             return
-        record = await self.tasks.lost_piece(principal, conversation_id, answer_id)
-        if record is not None and record.status == "interrupted":
+        reply = turn.completed.reply
+        usage = {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens,
+                 "total_tokens": reply.usage.total_tokens, "reasoning_tokens": reply.usage.reasoning_tokens,
+                 "cached_tokens": reply.usage.cached_tokens}
+        end = PieceState(model=reply.model, finish_reason=reply.finish_reason or "stop", usage=usage)
+        await self.tasks.piece_finished(principal, answer_id, end, reply.text)
+
+    async def _relay(self, principal: str, conversation_id: str, answer_id: str | None) -> ChatHandover | None:
+        """Resume an answer another process sharing the store is writing (or finished): follow its
+        record up to the soft deadline, then hand over what it holds beyond what was handed over.
+        None when there is no such answer; `Interrupted` when its process stopped."""
+        if self.tasks is None:
+            return None
+        found = await self.tasks.piece_record(principal, conversation_id, answer_id)
+        deadline = anyio.current_time() + self.soft_deadline
+        while (found is not None and found[0].status == "working" and not found[1].finish_reason
+               and anyio.current_time() < deadline):
+            await anyio.sleep(min(RELAY_POLL_S, max(0.0, deadline - anyio.current_time())))
+            found = await self.tasks.piece_record(principal, conversation_id, found[0].id)
+        if found is None:
+            return None
+        record, state = found
+        if record.status == "interrupted":
             raise Interrupted(
                 f"the answer {record.id} in conversation {conversation_id!r} was lost: the server stopped before "
                 "it was finished, so it was not stored; ask again", details={"partial_text": record.text})
+        if record.status != "working":
+            return None  # handed over whole, or stopped
+        piece = record.text[state.delivered:]
+        if state.finish_reason:  # whole: the rest, and the record is final
+            await self.tasks.piece_done(principal, record.id, "completed", len(record.text))
+            return Relayed(conversation_id, piece, state.delivered, state.model, record.id, state.finish_reason,
+                           dict(state.usage))
+        await self.tasks.piece_delivered(principal, record.id, record.text)
+        return Partial(conversation_id, piece, state.delivered, state.model, record.id)
 
     async def _hand_over(self, generation: Generation[ChatTurn], conversation_id: str,
                          whole: bool = False) -> ChatHandover:
@@ -158,16 +212,23 @@ class ChatTools:
         piece that has arrived."""
         if await generation.wait(0 if whole else self.soft_deadline):
             self.generations.forget(generation)
-            return Finished(generation.outcome(), generation.delivered)
+            finished = Finished(generation.outcome(), generation.delivered)
+            if self.tasks is not None and self.tasks.has_piece(generation.answer_id):
+                await self.tasks.piece_done(generation.key[0], generation.answer_id, "completed",
+                                            len(finished.turn.completed.reply.text))
+            return finished
         first = not generation.detached
         self.generations.detach(generation)
         text = generation.text
         offset, generation.delivered = generation.delivered, len(text)
         if first and self.tasks is not None:
             principal = generation.key[0]
-            await self.tasks.note_piece(principal, conversation_id, generation.answer_id, text, KEEP_FINISHED_S)
+            await self.tasks.note_piece(principal, conversation_id, generation.answer_id, text, KEEP_FINISHED_S,
+                                        model=generation.model, source=lambda: generation.text)
             if generation.done.is_set():  # it ended while being recorded
-                await self.tasks.piece_done(principal, generation.answer_id, "completed")
+                await self._piece_done(principal, generation.answer_id, generation.result)
+        elif self.tasks is not None and self.tasks.has_piece(generation.answer_id):
+            await self.tasks.piece_delivered(generation.key[0], generation.answer_id, text)
         return Partial(conversation_id, text[offset:], offset, generation.model, generation.answer_id)
 
     async def json(self, args: ChatArgs, schema: Any, sink: ProgressSink | None,

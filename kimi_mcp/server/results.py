@@ -8,7 +8,7 @@ from typing import Any
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
-from ..chat import ChatHandover, ChatTurn, Completed, Finished, JsonOutcome, empty_answer_notice
+from ..chat import ChatHandover, ChatTurn, Completed, Finished, JsonOutcome, Relayed, empty_answer_notice
 from ..errors import KimiError
 from ..redaction import redact, redact_value
 from ..upstream import Usage
@@ -182,10 +182,35 @@ def partial_result(conversation_id: str, piece: str, offset: int, model: str, an
     return _result(f"{piece}\n\n[{instruction}]" if piece else f"[{instruction}]", structured)
 
 
+def relayed_result(relayed: Relayed) -> CallToolResult:
+    """The rest of an answer another server process finished (read from the shared store: its
+    figures as recorded, no reasoning)."""
+    notice = "Finished by another server process sharing the conversation store; the answer is stored."
+    usage = relayed.usage
+    structured = ChatResult(
+        text=relayed.piece,
+        model=relayed.model,
+        finish_reason=relayed.finish_reason or "stop",
+        usage=UsageOut(prompt_tokens=usage.get("prompt_tokens") or 0,
+                       completion_tokens=usage.get("completion_tokens") or 0,
+                       total_tokens=usage.get("total_tokens") or 0,
+                       reasoning_tokens=usage.get("reasoning_tokens"), cached_tokens=usage.get("cached_tokens")),
+        id="",
+        attempts=1,
+        notice=notice,
+        conversation_id=relayed.conversation_id,
+        answer_id=relayed.answer_id,
+        offset=relayed.offset,
+    )
+    return _result(f"{relayed.piece}\n\n[conversation_id: {relayed.conversation_id}]", structured)
+
+
 def handover_result(handover: ChatHandover, *, include_reasoning: bool) -> CallToolResult:
     """kimi_chat's result: the whole answer, or the piece that arrived before the soft deadline."""
     if isinstance(handover, Finished):
         return chat_result(handover.turn, include_reasoning=include_reasoning, offset=handover.offset)
+    if isinstance(handover, Relayed):
+        return relayed_result(handover)
     return partial_result(handover.conversation_id, handover.piece, handover.offset, handover.model,
                           handover.answer_id)
 

@@ -270,6 +270,35 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
             await store.close()
 
 
+_MIGRATE_IN_A_PROCESS = """
+import sys, time, anyio
+from kimi_mcp.store import open_store
+async def main():
+    while time.time() < float(sys.argv[2]):  # start together
+        await anyio.sleep(0.005)
+    store = open_store(sys.argv[1])
+    await store.open()
+    await store.close()
+anyio.run(main)
+print("migrated")
+"""
+
+
+def test_replica_processes_starting_together_migrate_once(postgres_url: str) -> None:
+    """Four processes open a fresh database at the same moment: one migrates, none fails."""
+    import subprocess
+    import time
+
+    at = str(time.time() + 2.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE_IN_A_PROCESS, postgres_url, at],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outcomes
+    assert all(out.strip() == "migrated" for out, _ in outcomes)
+    rows = anyio.run(sql, postgres_url, "SELECT version FROM kimi_mcp_schema")
+    assert rows == [(SCHEMA_VERSION,)]
+
+
 async def test_a_newer_schema_version_is_refused(postgres_url: str) -> None:
     first = postgres(postgres_url)
     await first.open()

@@ -10,7 +10,7 @@ end. With neither, the tests that need it are skipped, or fail when `KIMI_TEST_R
 `postgres_url` (function): a URL whose search_path is a new, empty schema on that server, dropped
 after the test; a store opened on it sees nothing of other tests.
 
-Imported by `tests/store/conftest.py`, so only the store tests pay for a server.
+Imported by `tests/conftest.py`; a server starts only when a test asks for one.
 """
 
 from __future__ import annotations
@@ -131,10 +131,12 @@ class PrivateServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                   "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions")
 
-    def start(self) -> None:
-        """Start on a free port (again on another one if that port was taken meanwhile)."""
+    def start(self, *, same_port: bool = False) -> None:
+        """Start on a free port (again on another one if that port was taken meanwhile); `same_port`:
+        again on the port it had (after `stop`, as a database that comes back)."""
         for attempt in range(3):
-            self.port = _free_port()
+            if not (same_port and self.port):
+                self.port = _free_port()
             options = " ".join(f"-c {setting}" for setting in (*_SERVER_SETTINGS, f"port={self.port}",
                                                               f"unix_socket_directories={self.base}"))
             try:
@@ -148,9 +150,9 @@ class PrivateServer:
         """Stop (fast: connections are cut) and start again on the same port and settings."""
         self._pg_ctl("-m", "fast", "restart")
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "immediate") -> None:
         if (self.data / "postmaster.pid").exists():
-            self._pg_ctl("-m", "immediate", "stop")
+            self._pg_ctl("-m", mode, "stop")
 
     def remove(self) -> None:
         """Stop the server and delete its directory."""

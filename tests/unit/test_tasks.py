@@ -27,6 +27,7 @@ import pytest
 from kimi_mcp.chat import tasks as tasks_module
 from kimi_mcp.chat.tasks import (
     INTERRUPTED,
+    PieceState,
     TaskFailure,
     TaskLimits,
     TaskRecorder,
@@ -397,9 +398,8 @@ async def test_a_cancel_that_lands_first_wins_over_a_job_that_still_finishes(mem
 async def test_a_cancel_by_another_process_stops_the_job_at_the_next_heartbeat(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tasks_module, "HEARTBEAT_S", 0.05)
     gate = Gate()
-    async with sqlite(db) as one, sqlite(db) as two, running(one) as owner, running(two) as other:
+    async with sqlite(db) as one, sqlite(db) as two, running(one, lease_s=0.15) as owner, running(two) as other:
         started = await start(owner, gate)
         assert await other.cancel(ALICE, started.id) is True
         with anyio.fail_after(5):
@@ -493,7 +493,7 @@ async def test_a_stale_record_of_another_owner_reads_as_interrupted_with_its_par
     async with running(memory) as tasks:
         await anyio.sleep(0.05)  # past the startup sweep: this is the read-time check
         fresh = foreign_record(OTHER_HOST_OWNER + "-new", updated_at=time.time(), text="Hello fr")
-        stale = foreign_record(OTHER_HOST_OWNER + "-old", updated_at=time.time() - tasks_module.STALE_S - 5,
+        stale = foreign_record(OTHER_HOST_OWNER + "-old", updated_at=time.time() - TaskLimits().lease_s - 5,
                                text="Hello fr")
         await memory.create_answer(fresh)
         await memory.create_answer(stale)
@@ -508,7 +508,7 @@ async def test_a_stale_record_of_another_owner_reads_as_interrupted_with_its_par
 
 async def test_stale_records_are_interrupted_when_a_process_starts(db: Path) -> None:
     async with sqlite(db) as store:
-        stale = foreign_record(OTHER_HOST_OWNER, updated_at=time.time() - tasks_module.STALE_S - 5, text="part")
+        stale = foreign_record(OTHER_HOST_OWNER, updated_at=time.time() - TaskLimits().lease_s - 5, text="part")
         await store.create_answer(stale)
         async with running(store):
             await until(lambda: _is(stored_status(store, stale.id), "interrupted"))
@@ -551,10 +551,9 @@ async def test_a_record_of_this_tasks_without_a_run_is_interrupted(memory: Memor
 
 
 async def test_a_beating_record_never_reads_as_stale(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks_module, "HEARTBEAT_S", 0.05)
-    monkeypatch.setattr(tasks_module, "STALE_S", 0.3)
     gate = Gate()
-    async with sqlite(db) as one, sqlite(db) as two, running(one) as owner, running(two) as other:
+    async with (sqlite(db) as one, sqlite(db) as two, running(one, lease_s=0.3) as owner,
+                running(two, lease_s=0.3) as other):
         started = await start(owner, gate)
         first = (await record_of(two, started.id)).updated_at
         await anyio.sleep(0.6)
@@ -663,3 +662,16 @@ async def test_secrets_are_masked_in_stored_text(memory: MemoryStore, monkeypatc
         assert view.status == "failed" and view.error is not None
         assert SECRET not in str(view.error) and "****" in str(view.error["message"])
         assert SECRET not in repr(await record_of(memory, failed.id))
+
+
+@pytest.mark.parametrize(
+    "raw", [None, "", "not json", "[1, 2]", '{"delivered": "9", "usage": [1]}', '{"usage": {"a": "x"}}'])
+def test_a_piece_state_written_by_anyone_else_reads_as_nothing_delivered(raw: str | None) -> None:
+    state = PieceState.loads(raw)
+    assert state.delivered == 0 and state.finish_reason == "" and all(isinstance(v, int) for v in state.usage.values())
+
+
+def test_a_piece_state_survives_the_round_trip() -> None:
+    state = PieceState(delivered=12, model="kimi-k3", finish_reason="stop",
+                       usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cached_tokens": None})
+    assert PieceState.loads(state.dumps()) == state
