@@ -82,6 +82,8 @@ class Plan:
     stored_turns: int = 10_000
     scaling_levels: tuple[int, ...] = (10, 100, 1000)
     scaling_calls: int = 100
+    cache_calls: int = 160         # exchanges in one conversation: past the window (~75) and the 200-turn cap
+    cache_answer_chars: int = 14_000  # ~3,500 tokens per answer
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -89,7 +91,7 @@ class Plan:
             return cls(quick=False)
         return cls(quick=True, calls=5, warmup=1, bursts=(16,), rounds=1, stream_calls=1, stream_chunks=3,
                    chunk_delay=0.11, startup_reps=0, memory_calls=5, stored_turns=400, scaling_levels=(10, 100),
-                   scaling_calls=3)
+                   scaling_calls=3, cache_calls=4, cache_answer_chars=100)
 
 
 @dataclass
@@ -745,6 +747,49 @@ async def scaling_phase(plan: Plan, res: Results) -> None:
                         ratio <= 2.0))
 
 
+async def cache_phase(plan: Plan, res: Results) -> None:
+    """The share of input tokens Kimi's prefix cache would serve, in one conversation that grows past
+    the context window and the 200-turn cap (the fake reports the prefix each request shares with an
+    earlier one, as Kimi's automatic cache does)."""
+    model = "kimi-k2.6"  # a 262,144-token window, reached after ~75 exchanges of this size
+    with fake_process() as url, tempfile.TemporaryDirectory() as tmp:
+        direct = Direct(url)
+        try:
+            await direct.reset()
+            await direct.control("POST", "/_fake/cache", {"prefixes": True})
+            env = {"KIMI_STORE": str(Path(tmp) / "cache.sqlite3"), "KIMI_SOFT_DEADLINE": "0"}
+            async with server("ours", "stdio", url, **env) as ours:
+                say(f"cache: {plan.cache_calls} exchanges of ~{plan.cache_answer_chars:,} characters")
+                cid: str | None = None
+                for n in range(plan.cache_calls):
+                    answer = f"answer {n:04d}: " + "w" * plan.cache_answer_chars
+                    await direct.control("POST", "/_fake/script", {"responses": [{"kind": "reply", "content": answer}]})
+                    args: dict[str, Any] = {"prompt": f"question {n:04d}", "model": model, "thinking": "disabled"}
+                    if cid is not None:
+                        args["conversation_id"] = cid
+                    result = await ours.client.call_tool("kimi_chat", args)
+                    if result.is_error or not isinstance(result.structured_content, dict):
+                        raise RuntimeError(f"kimi_chat failed: {first_text(result)}")
+                    cid = str(result.structured_content["conversation_id"])
+                requests = [r for r in await direct.control("GET", "/_fake/requests") if r.get("json")]
+        finally:
+            await direct.aclose()
+    prompt = [math.ceil(len(json.dumps(r["json"]["messages"])) / 4) for r in requests]
+    cached = [int(r.get("cached_tokens") or 0) for r in requests]
+    sent = [len(r["json"]["messages"]) for r in requests]
+    full = next((i for i in range(1, len(sent)) if sent[i] <= sent[i - 1]), len(sent))  # the first cut
+    at_limit = range(full, len(requests)) if full < len(requests) else range(len(requests))
+    share = sum(cached[i] for i in at_limit) / max(1, sum(prompt[i] for i in at_limit))
+    overall = sum(cached) / max(1, sum(prompt))
+    cuts = sum(1 for i in range(1, len(sent)) if sent[i] <= sent[i - 1])
+    res.detail("cache", f"| {len(requests)} | {full} | {len(at_limit)} | {cuts} | {max(sent)} | "
+                        f"{sum(prompt):,} | {overall:.1%} | {share:.1%} |")
+    res.raw["cache"] = {"prompt_tokens": prompt, "cached_tokens": cached, "messages": sent}
+    res.rows.append(Row("Cache-hit share of input tokens, one conversation past the window and the 200-turn cap",
+                        f"{share:.1%}", "not measured before", f"{overall:.1%} over all calls", ">= 80 %",
+                        share >= 0.8))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -796,10 +841,15 @@ DETAIL_HEADERS = {
                              "imports Starlette and uvicorn for everyone)", ""),
     "memory": ("Resident memory (VmRSS; VmHWM is the peak), stdio, SQLite store in a temp file",
                "| server | RSS at start | RSS after the calls | peak | growth |\n|---|---|---|---|---|"),
-    "scaling": ("Per-call cost as the stored conversation grows (KIMI_MAX_TURNS = the level, so every call "
-                "also prunes one exchange)",
+    "scaling": ("Per-call cost as the stored conversation grows (KIMI_MAX_TURNS = the level, so calls also "
+                "prune, to three quarters of it whenever over it)",
                 "| stored turns | messages sent | body | ours median | ours p95 | direct POST median | "
                 "ours - direct |\n|---|---|---|---|---|---|---|"),
+    "cache": ("Prompt cache: one kimi-k2.6 conversation of ~3,500-token answers, the fake reporting the prefix "
+              "each request shares with an earlier one (Kimi's automatic cache)",
+              "| calls | first cut at call | calls from then on | cuts (history shorter than before) | "
+              "most messages sent | input tokens | cache-hit share, all calls | cache-hit share from the first cut |"
+              "\n|---|---|---|---|---|---|---|---|"),
 }
 
 
@@ -827,6 +877,7 @@ PHASES: dict[str, Callable[[Plan, Results], Awaitable[None]]] = {
     "startup": startup_phase,
     "memory": memory_phase,
     "scaling": scaling_phase,
+    "cache": cache_phase,
 }
 
 

@@ -3,16 +3,24 @@
 The token is never put into a message on purpose; this is the net under that rule, applied at
 every exit: tool results, progress messages, resources, stored turns, log lines, `doctor` output.
 A fragment counts too: any `MIN_FRAGMENT` characters of a secret in a row are masked, so a token
-cut short by a length limit (or echoed in part) still never shows.
+cut short by a length limit (or echoed in part) still never shows. Log lines are plain text or,
+for log collectors, one JSON object each (`JsonFormatter`, with the call's context from
+`kimi_mcp.telemetry`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["RedactingFilter", "escape_controls", "redact", "redact_value", "setup_logging"]
+from opentelemetry import trace
+
+from .telemetry import current_call
+
+__all__ = ["JsonFormatter", "RedactingFilter", "escape_controls", "redact", "redact_value", "setup_logging"]
 
 MASK = "****"
 MIN_FRAGMENT = 10
@@ -99,10 +107,51 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, secrets: tuple[str, ...]) -> None:
-    """Logs to stderr only (stdout is the protocol on stdio), every line redacted."""
+CALL_FIELDS = ("request_id", "principal", "tool", "model")
+RECORD_FIELDS = ("duration_s", "outcome", "error_kind")
+"""Fields a record may carry as `extra` (a tool call's closing line)."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: timestamp (UTC), level, logger, message, and where
+    known the tool call's request id, principal, tool and model, its duration and error kind, and
+    the trace and span ids. Every string is masked again here (`extra` fields bypass the filter)."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        out: dict[str, Any] = {"timestamp": stamp.replace("+00:00", "Z"), "level": record.levelname,
+                               "logger": record.name, "message": record.getMessage()}
+        call = current_call()
+        if call is not None:
+            out.update({name: value for name in CALL_FIELDS if (value := getattr(call, name))})
+        for name in RECORD_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            out["trace_id"], out["span_id"] = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return json.dumps(redact_value(out, self._secrets), ensure_ascii=False, default=str)
+
+
+def setup_logging(level: str, secrets: tuple[str, ...], fmt: str = "plain") -> None:
+    """Logs to stderr only (stdout is the protocol on stdio), every line redacted; `fmt` "json":
+    one JSON object per line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(secrets))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

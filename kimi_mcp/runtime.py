@@ -15,6 +15,7 @@ import anyio
 
 from .catalogue import Catalogue
 from .chat import ChatService, ChatTools, Conversations, Generations, SchemaChecker, TaskLimits, Tasks
+from .prices import prices_for
 from .settings import Settings
 from .store import Limits, default_store_path, open_store
 from .upstream import KimiClient, RetryPolicy, Timeouts, make_http_client
@@ -35,10 +36,11 @@ async def open_runtime(
     store = open_store(settings.store or str(default_store_path()))
     limits = Limits(max_turns=settings.max_turns, max_bytes=settings.max_conversation_bytes)
     async with make_http_client(timeouts, settings.max_concurrency) as http, anyio.create_task_group() as tg:
+        prices = prices_for(settings)
         client = KimiClient(http, base_url=settings.base_url, token=settings.api_token, timeouts=timeouts,
                             retry=RetryPolicy(max_retries=settings.max_retries),
-                            max_concurrency=settings.max_concurrency)
-        service = ChatService(client, catalogue, settings.default_model)
+                            max_concurrency=settings.max_concurrency, prices=prices)
+        service = ChatService(client, catalogue, settings.default_model, prices)
         masked = settings.secrets() if secrets is None else secrets
         conversations = Conversations(service, store, limits, settings.conversation_ttl_days * 86_400,
                                       secrets=masked)
@@ -46,7 +48,8 @@ async def open_runtime(
         tasks = Tasks(store, tg, TaskLimits(wait_s=settings.task_wait, ttl_s=settings.task_ttl,
                                                 lease_s=settings.answer_lease), masked)
         try:
-            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas, tasks)
+            yield ChatTools(service, conversations, Generations(tg), settings.soft_deadline, schemas, tasks,
+                            history=settings.store != "none")
         finally:
             tg.cancel_scope.cancel()
             # Shielded (this may run because the process is being cancelled) and bounded.

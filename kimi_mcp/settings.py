@@ -146,22 +146,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "LOG_LEVEL", "--log-level",
            _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO",
            "Log level (logs go to stderr)."),
+    Option("log_format", "KIMI_LOG_FORMAT", "--log-format", _choice("plain", "json"), "plain",
+           "Log line format: plain text, or json (one JSON object per line, for log collectors)."),
     Option("transport", "KIMI_TRANSPORT", "--transport", _choice("stdio", "streamable-http", "sse"), "stdio",
            "How hosts reach the server: stdio, streamable-http (/mcp) or sse (/sse)."),
     Option("host", "KIMI_HOST", "--host", _text, "127.0.0.1", "Address the HTTP transports bind."),
     Option("port", "KIMI_PORT", "--port", _integer(0, 65_535), "8000", "Port the HTTP transports bind."),
     # conversations and host deadlines
     Option("store", "KIMI_STORE", "--store", _text, "",
-           "Conversation store: a SQLite file path, a postgresql:// URL (several replicas), or 'memory' to "
-           "keep nothing on disk (default: conversations.sqlite3 in the user's data directory)."),
+           "Conversation store: a SQLite file path, a postgresql:// URL (several replicas), 'memory' to "
+           "keep nothing on disk, or 'none' to keep no conversation at all (default: conversations.sqlite3 "
+           "in the user's data directory)."),
     Option("soft_deadline", "KIMI_SOFT_DEADLINE", "--soft-deadline", _number(0, 86_400), "50",
            "Seconds after which kimi_chat returns the partial answer and keeps generating (0: off)."),
     Option("conversation_ttl_days", "KIMI_CONVERSATION_TTL_DAYS", "--conversation-ttl-days",
            _number(0, 36_500), "30", "Days a conversation is kept after its last use (0: forever)."),
     Option("max_turns", "KIMI_MAX_TURNS", "--max-turns", _integer(2, 100_000), "200",
-           "Turns kept per conversation; the oldest are dropped first."),
+           "Turns kept per conversation; past it the oldest go, down to three quarters of it at once."),
     Option("max_conversation_bytes", "KIMI_MAX_CONVERSATION_BYTES", "--max-conversation-bytes",
-           _integer(1_000, 1_000_000_000), "2000000", "Stored bytes per conversation; the oldest turns go first."),
+           _integer(1_000, 1_000_000_000), "2000000",
+           "Stored bytes per conversation; past it the oldest turns go, down to three quarters of it at once."),
     # resilience
     Option("max_retries", "KIMI_MAX_RETRIES", "--max-retries", _integer(0, 10), "3",
            "Retries of a failed upstream call (429, 5xx, connection failures only)."),
@@ -197,10 +201,21 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds an HTTP client may take to send its request headers, or stay silent mid-body."),
     Option("max_sessions_per_client", "KIMI_MAX_SESSIONS_PER_CLIENT", "--max-sessions-per-client",
            _integer(1, 10_000), "100", "Open legacy (2025-11-25) Streamable HTTP sessions allowed per client."),
+    # operations
+    Option("metrics", "KIMI_METRICS", "--metrics", _flag, "false",
+           "Serve Prometheus metrics at /metrics on the HTTP transports, behind the same checks and client "
+           "tokens as /mcp (needs kimi-mcp[metrics]).", is_switch=True),
+    Option("metrics_open", "KIMI_METRICS_OPEN", "--metrics-open", _flag, "false",
+           "Serve /metrics to anyone who can reach the port, without client tokens or Host checks "
+           "(a private scrape network).", is_switch=True),
     # local files the tools may read
     Option("allowed_dirs", "KIMI_ALLOWED_DIRS", "--allowed-dirs", _id_list, "",
            "Directories whose files kimi_chat and kimi_json may read (comma-separated; default: the working "
            "directory over stdio, none over HTTP)."),
+    # cost estimates
+    Option("prices", "KIMI_PRICES", "--prices", _text, "",
+           "A JSON price table (USD per 1M tokens, per model) for cost estimates, replacing the built-in "
+           "Moonshot list prices (Ace publishes none)."),
 )
 
 
@@ -214,6 +229,7 @@ class Settings:
     default_model: str = "kimi-k3"
     extra_models: tuple[str, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "plain"
     transport: str = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -238,7 +254,10 @@ class Settings:
     answer_lease: float = 30.0
     client_timeout: float = 30.0
     max_sessions_per_client: int = 100
+    metrics: bool = False
+    metrics_open: bool = False
     allowed_dirs: tuple[str, ...] = ()
+    prices: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str], flags: Mapping[str, str | None] | None = None) -> Settings:

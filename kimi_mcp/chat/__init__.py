@@ -11,7 +11,7 @@
     tools          `ChatTools`: one method per tool, the entry point for the MCP layer and the CLI
 
 May import: `kimi_mcp.upstream`, `kimi_mcp.store`, and the root modules (errors, catalogue,
-settings). Never `kimi_mcp.server`, `kimi_mcp.cli` or the MCP SDK.
+settings, telemetry, ...). Never `kimi_mcp.server`, `kimi_mcp.cli` or the MCP SDK.
 """
 
 from .attachments import Attachments, ReadScope

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from .. import telemetry
 from ..catalogue import ModelInfo
 from ..errors import InvalidArguments, StorageFailure
 from ..redaction import redact
@@ -29,6 +30,7 @@ from ..store import (
     ConversationSummary,
     Limits,
     StorageError,
+    Totals,
     Turn,
     text_bytes,
     turn_bytes,
@@ -55,6 +57,8 @@ class ChatTurn:
     dropped_turns: int = 0
     pruned_turns: int = 0
     notices: tuple[str, ...] = ()
+    totals: Totals | None = None
+    """The conversation's running totals with this exchange added (None: it was not stored)."""
 
 
 def unknown_conversation(conversation_id: str) -> InvalidArguments:
@@ -62,6 +66,10 @@ def unknown_conversation(conversation_id: str) -> InvalidArguments:
         f"unknown conversation_id {conversation_id!r} (expired, deleted or never created); "
         "leave conversation_id out to start a new conversation"
     )
+
+
+TRIM_STEP = 0.4
+"""A trimmed history's cut moves in steps of this share of the context budget (see `trim_history`)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -75,20 +83,30 @@ def trim_history(
 ) -> tuple[list[Message], int]:
     """Drop the oldest history turns (whole exchanges) until everything fits the context window.
 
-    `fixed` (the system turn and the new turns) is never dropped.
+    `fixed` (the system turn and the new turns) is never dropped. The cut is made in large, stable
+    steps, for Kimi's prompt cache: it can only fall on a checkpoint, the first exchange starting
+    after each `TRIM_STEP` of the budget counted from the oldest turn. Older turns never change, so
+    neither do the checkpoints: a cut stays where it is for many calls (the prefix Kimi has cached
+    stays the prefix sent), and moves on by a whole step, leaving room for many more, only when the
+    conversation outgrows the window again. Cutting one exchange per call instead would change the
+    prefix, and miss the cache, on every call at the limit.
     """
     reserve = max_tokens or (ANSWER_RESERVE_THINKING if thinks else ANSWER_RESERVE)
     budget = model.context_window - reserve - sum(estimate_tokens(m.content) + TOKENS_PER_MESSAGE for m in fixed)
     costs = [estimate_tokens(m.content) + estimate_tokens(m.reasoning or "") + TOKENS_PER_MESSAGE for m in history]
     total = sum(costs)
-    start = 0
-    while start < len(history) and total > budget:
-        total -= costs[start]
-        start += 1
-        while start < len(history) and history[start].role != "user":
-            total -= costs[start]
-            start += 1
-    return list(history[start:]), start
+    if total <= budget:
+        return list(history), 0
+    step = max(1, int(max(budget, 0) * TRIM_STEP))
+    before = 0  # the cost of the turns before index i
+    next_checkpoint = step
+    for i, message in enumerate(history):
+        if i > 0 and message.role == "user" and before >= next_checkpoint:
+            if total - before <= budget:
+                return list(history[i:]), i
+            next_checkpoint = (before // step + 1) * step
+        before += costs[i]
+    return [], len(history)
 
 
 @contextmanager
@@ -161,6 +179,7 @@ class Conversations:
 
         `on_model` hears the model once it is resolved (before Kimi is called).
         """
+        telemetry.note(conversation_id=conversation_id)  # the upstream span's gen_ai.conversation.id
         async with self.lock(principal, conversation_id):
             stored = await self.get(principal, conversation_id) if continuing else None
             if continuing and stored is None:
@@ -191,14 +210,28 @@ class Conversations:
             system = request.messages[:1] if request.messages[0].role == "system" else ()
             request = replace(request, messages=(*system, *kept, *request.messages[len(system):]))
             completed = await self.service.complete(request, listener=listener)
+            totals: Totals | None = None
             try:
-                pruned, notice = await self._save(principal, conversation_id, args, completed, is_new=stored is None)
+                pruned, notice, totals = await self._save(principal, conversation_id, args, completed,
+                                                          is_new=stored is None)
                 if notice:
                     notices.append(notice)
             except ConversationNotFound:
                 notices.append("The conversation was deleted or expired meanwhile: this answer was not stored.")
                 pruned = 0
-            return ChatTurn(completed, conversation_id, dropped, pruned, tuple(notices))
+            return ChatTurn(completed, conversation_id, dropped, pruned, tuple(notices), totals)
+
+    async def run_unstored(self, args: ChatArgs, *, listener: StreamListener | None,
+                           on_model: Callable[[str], None] | None = None) -> ChatTurn:
+        """One exchange kept nowhere (`store: false`, KIMI_STORE=none): no lock, no read, no write,
+        so a caller that wants no history pays nothing for the store."""
+        model = self.service.model(args.model)
+        if on_model is not None:
+            on_model(model.id)
+        args = await self.service.attach(args, model)
+        request = self.service.prepare(args, model=model)
+        completed = await self.service.complete(request, listener=listener)
+        return ChatTurn(completed, "", 0, 0, (), None)
 
     def _check_fits(self, args: ChatArgs) -> None:
         """The caps hold for the exchange being saved too: refuse before paying for an answer that
@@ -219,7 +252,9 @@ class Conversations:
 
     async def _save(
         self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *, is_new: bool
-    ) -> tuple[int, str | None]:
+    ) -> tuple[int, str | None, Totals | None]:
+        """Store the exchange and add its usage to the conversation's totals, in one write: (turns
+        pruned, a notice, the totals after it; None when the exchange was too large to store)."""
         now = time.time()
 
         def masked(text: str) -> str:
@@ -236,7 +271,7 @@ class Conversations:
             notice = "The answer's reasoning was not stored: the exchange is larger than KIMI_MAX_CONVERSATION_BYTES."
         if sizes + turn_bytes(answer) > self.limits.max_bytes:
             return 0, ("This answer was not stored: the exchange is larger than KIMI_MAX_CONVERSATION_BYTES, "
-                       "so the conversation continues from before it.")
+                       "so the conversation continues from before it."), None
         turns.append(answer)
         first_prompt = next((t.content for t in turns if t.role == "user"), "")
         system = masked(args.system) if args.system else args.system
@@ -244,9 +279,21 @@ class Conversations:
             saved = await self.store.save_exchange(
                 principal, conversation_id, model=completed.request.model.id, system=system,
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
-                create=is_new,
+                create=is_new, totals=call_totals(completed),
             )
-        return saved.pruned_turns, notice
+        return saved.pruned_turns, notice, saved.conversation.totals
+
+
+def call_totals(completed: Completed) -> Totals:
+    """One call's contribution to its conversation's running totals."""
+    usage = completed.reply.usage
+    return Totals(
+        prompt_tokens=max(usage.prompt_tokens, 0),
+        completion_tokens=max(usage.completion_tokens, 0),
+        cached_tokens=max(usage.cached_tokens or 0, 0),
+        cost_usd=completed.cost_usd or 0.0,
+        unpriced_calls=1 if completed.cost_usd is None else 0,
+    )
 
 
 def _new_turns(args: ChatArgs) -> int:

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import telemetry
 from ..errors import Cancelled, KimiError
 from ..upstream import StreamAccumulator
 from .progress import ProgressSink, ProgressThrottle, StreamListener
@@ -120,6 +121,11 @@ class Generations:
         self._tg = task_group
         self._by_key: dict[tuple[str, str], list[Generation[object]]] = {}
         task_group.start_soon(self._sweep)
+        telemetry.watch_background(self)
+
+    def background(self) -> int:
+        """Answers still generating that no tool call waits for (handed over incomplete), for the metrics."""
+        return sum(1 for gs in self._by_key.values() for g in gs if g.detached and not g.done.is_set())
 
     async def _sweep(self) -> None:
         """Expiry runs on its own, not only when someone looks."""

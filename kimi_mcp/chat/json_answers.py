@@ -33,6 +33,8 @@ class JsonOutcome:
     completed: Completed
     usage: Usage
     json_attempts: int
+    cost_usd: float | None = None
+    """Every answer's estimated cost (a repair costs a second call); None when the model has no prices."""
 
 
 def instruction(schema: dict[str, Any] | None) -> str:
@@ -110,7 +112,8 @@ async def run_json(
         text = completed.reply.text
         value, found = await _problem(text, schema_json, schemas)
         if found is None:
-            return JsonOutcome(value, json.dumps(value, ensure_ascii=False), completed, usage, attempt)
+            return JsonOutcome(value, json.dumps(value, ensure_ascii=False), completed, usage, attempt,
+                               service.cost(request.model, usage))
         problem = found
         if listener is not None:
             listener.new_attempt()

@@ -12,7 +12,8 @@ from typing import Literal
 
 from ..catalogue import Catalogue, ModelInfo
 from ..errors import InternalError, InvalidArguments, NotFound
-from ..upstream import Adjustment, ChatReply, ChatRequest, KimiClient, Message, build_body
+from ..prices import PriceTable, builtin_table
+from ..upstream import Adjustment, ChatReply, ChatRequest, KimiClient, Message, Usage, build_body
 from .attachments import Attachments, ReadScope, read_attachments
 from .progress import StreamListener
 
@@ -51,6 +52,8 @@ class Completed:
     request: ChatRequest
     adjustments: list[Adjustment] = field(default_factory=list)
     attempts: int = 1
+    cost_usd: float | None = None
+    """The reply's usage at the price table's figures: an estimate; None when the model has no prices."""
 
 
 def _stop_list(stop: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -88,10 +91,18 @@ def empty_answer_notice(reply: ChatReply, thinks: bool) -> str | None:
 class ChatService:
     """Checks arguments against the catalogue and runs calls through the upstream client."""
 
-    def __init__(self, client: KimiClient, catalogue: Catalogue, default_model: str) -> None:
+    def __init__(self, client: KimiClient, catalogue: Catalogue, default_model: str,
+                 prices: PriceTable | None = None) -> None:
         self.client = client
         self.catalogue = catalogue
         self.default_model = default_model
+        self.prices = prices or builtin_table()
+        """The process's price table (the operator's KIMI_PRICES file, else the built-in one)."""
+
+    def cost(self, model: ModelInfo, usage: Usage) -> float | None:
+        """The estimated cost of `usage` on `model`, priced by the catalogue id asked for (the upstream
+        may name a dated snapshot in its reply); None when the table has no prices for it."""
+        return self.prices.estimate(model.id, usage)
 
     def _gone(self, error: NotFound, model: ModelInfo) -> NotFound:
         """The upstream does not know the model (unknown or retired): say which ones are current."""
@@ -215,4 +226,4 @@ class ChatService:
         except NotFound as error:
             raise self._gone(error, request.model) from None
         reply = outcome.reply if outcome.reply.model else replace(outcome.reply, model=request.model.id)
-        return Completed(reply, request, adjustments, outcome.attempts)
+        return Completed(reply, request, adjustments, outcome.attempts, self.cost(request.model, reply.usage))

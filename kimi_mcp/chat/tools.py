@@ -16,6 +16,7 @@ import anyio
 
 from ..errors import Interrupted, InvalidArguments, KimiError
 from ..store import Conversation, ConversationSummary, new_conversation_id
+from ..upstream import Usage
 from .conversations import ChatTurn, Conversations
 from .generations import KEEP_FINISHED_S, Generation, Generations
 from .json_answers import JsonOutcome, run_json
@@ -61,6 +62,8 @@ class Relayed:
     answer_id: str
     finish_reason: str
     usage: dict[str, int | None]
+    cost_usd: float | None = None
+    """The recorded usage at this process's prices (an estimate; None: no prices for the model)."""
 
 
 ChatHandover = Finished | Partial | Relayed
@@ -72,7 +75,8 @@ class ChatTools:
     """The tools' logic over the process's shared parts (built once by `kimi_mcp.runtime`)."""
 
     def __init__(self, service: ChatService, conversations: Conversations, generations: Generations,
-                 soft_deadline: float, schemas: SchemaChecker | None = None, tasks: Tasks | None = None) -> None:
+                 soft_deadline: float, schemas: SchemaChecker | None = None, tasks: Tasks | None = None,
+                 history: bool = True) -> None:
         self.service = service
         self.schemas = schemas or SchemaChecker()
         self.conversations = conversations
@@ -80,11 +84,19 @@ class ChatTools:
         self.soft_deadline = soft_deadline
         self.tasks = tasks
         """Tool calls run as MCP tasks (None where nothing serves the extension, e.g. the CLI)."""
+        self.history = history
+        """False (KIMI_STORE=none): no conversation is ever stored, as if every call said `store: false`."""
 
     async def chat(self, principal: str, args: ChatArgs, *, conversation_id: str | None,
-                   sink: ProgressSink | None, task: TaskRecorder | None = None) -> ChatHandover:
-        """kimi_chat: one exchange on a new or stored conversation. As a `task`, the answer reports to
-        the task's recorder and is waited for whole (no soft deadline: the client polls instead)."""
+                   sink: ProgressSink | None, task: TaskRecorder | None = None, store: bool = True) -> ChatHandover:
+        """kimi_chat: one exchange on a new or stored conversation (`store=False`: on none, kept
+        nowhere). As a `task`, the answer reports to the task's recorder and is waited for whole (no
+        soft deadline: the client polls instead)."""
+        keep = store and self.history
+        if conversation_id and not keep:
+            why = "this server keeps no conversations (KIMI_STORE=none)" if not self.history else "store is false"
+            raise InvalidArguments(f"conversation_id cannot be continued: {why}; leave conversation_id out")
+        # Unstored answers get an id too: the handle a soft-deadline `resume` names (never stored).
         cid = conversation_id or new_conversation_id()
         pending = self.generations.pending((principal, cid)) if conversation_id else None
         # What a `Partial` names until the conversation's lock is taken and the model resolved.
@@ -99,8 +111,12 @@ class ChatTools:
 
             turn: ChatTurn | None = None
             try:
-                turn = await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
-                                                    listener=generation if stream else None, on_model=resolved)
+                if keep:
+                    turn = await self.conversations.run(principal, cid, args, continuing=conversation_id is not None,
+                                                        listener=generation if stream else None, on_model=resolved)
+                else:
+                    turn = await self.conversations.run_unstored(args, listener=generation if stream else None,
+                                                                 on_model=resolved)
                 return turn
             finally:
                 if self.tasks is not None and self.tasks.has_piece(generation.answer_id):  # its record says it ended
@@ -201,8 +217,10 @@ class ChatTools:
         piece = record.text[state.delivered:]
         if state.finish_reason:  # whole: the rest, and the record is final
             await self.tasks.piece_done(principal, record.id, "completed", len(record.text))
+            recorded = Usage(state.usage.get("prompt_tokens") or 0, state.usage.get("completion_tokens") or 0,
+                             cached_tokens=state.usage.get("cached_tokens"))
             return Relayed(conversation_id, piece, state.delivered, state.model, record.id, state.finish_reason,
-                           dict(state.usage))
+                           dict(state.usage), self.service.prices.estimate(state.model, recorded))
         await self.tasks.piece_delivered(principal, record.id, record.text)
         return Partial(conversation_id, piece, state.delivered, state.model, record.id)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..catalogue import catalogue_for
+from ..prices import prices_for
 from ..settings import OPTIONS, Settings, SettingsError
 
 __all__ = ["build_parser", "explicit_flags", "main"]
@@ -163,6 +164,7 @@ def _run(command: str, args: argparse.Namespace) -> int:
         return run_doctor(os.environ, flags, model=args.model, call=not args.no_call)
     settings = Settings.load(os.environ, flags)
     catalogue_for(settings)  # refuses an unknown default model before anything starts
+    prices_for(settings)  # and an unusable KIMI_PRICES table
     if command == "config":
         from .config import ConfigOptions, run_config
 

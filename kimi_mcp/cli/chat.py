@@ -19,6 +19,7 @@ import anyio
 from ..catalogue import catalogue_for
 from ..chat import LOCAL, ChatArgs, empty_answer_notice
 from ..errors import KimiError
+from ..prices import format_usd
 from ..redaction import redact, setup_logging
 from ..settings import Settings
 from ..upstream import StreamAccumulator
@@ -125,6 +126,11 @@ class TerminalStream:
             self._last_char = "\n"
 
 
+def _cost(usd: float | None) -> str:
+    """An estimated cost as the last line shows it (labelled an estimate: Ace publishes no prices)."""
+    return "cost unknown (no price for the model)" if usd is None else f"~{format_usd(usd)} estimated"
+
+
 def _read_prompt(prompt: str, stdin: TextIO) -> str:
     if prompt != "-":
         return prompt
@@ -179,7 +185,11 @@ async def _ask(settings: Settings, options: ChatOptions, args: ChatArgs, schema:
         notes.append("The answer was cut at max_tokens; raise --max-tokens for the rest.")
     for note in notes:
         err.write(err.style(command_words(note), "yellow") + "\n")
-    used = f"{reply.model or request.model.id}, {reply.usage.total_tokens} tokens"
+    used = f"{reply.model or request.model.id}, {reply.usage.total_tokens} tokens, {_cost(turn.completed.cost_usd)}"
+    if turn.totals is not None and options.conversation is not None:  # a continued one: what it cost so far
+        total = turn.totals.prompt_tokens + turn.totals.completion_tokens
+        unpriced = turn.totals.cost_usd == 0 and turn.totals.unpriced_calls > 0
+        used += f"; conversation so far {total} tokens, {_cost(None if unpriced else turn.totals.cost_usd)}"
     kept = "" if settings.store == "memory" else f"; continue with: kimi-mcp chat --conversation {cid} PROMPT"
     err.write(err.style(f"conversation: {cid} ({used}{kept})", "dim") + "\n")
     return 1 if empty else 0  # no answer text at all is not a success

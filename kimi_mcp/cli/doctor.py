@@ -3,8 +3,9 @@
 Checks, in order: the settings, the token (only whether it is set, never its value), the
 conversation store, the base URL (any HTTP answer counts as reachable), and one small real call
 through the same code as the tools (`open_runtime` -> `ChatService`). What to do about a failed
-call is the error's own hint, the same a host's model reads. Each line is printed as soon
-as its check ends; the exit status is 1 when any check found a problem.
+call is the error's own hint, the same a host's model reads. Then whether traces and metrics are
+on and where they go (info lines; a problem only when one is asked for but cannot work). Each
+line is printed as soon as its check ends; the exit status is 1 when any check found a problem.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 
-from .. import __version__
+from .. import __version__, telemetry
 from ..catalogue import Catalogue, catalogue_for
 from ..chat import LOCAL
 from ..errors import TOKEN_HELP, KimiError, NotFound
+from ..prices import prices_for
 from ..redaction import redact
 from ..settings import TOKEN_PLACEHOLDER, Settings, SettingsError
 from .term import Painter
@@ -62,6 +64,10 @@ class Report:
     def line(self, text: str) -> None:
         self.painter.write(redact(text, self.secrets) + "\n")
 
+    def info(self, name: str, detail: str) -> None:
+        """A line that is not a check: what is set up, nothing to fix."""
+        self.line(f"{self.painter.style('info    ', 'dim')} {name:<9} {detail}")
+
     def add(self, check: Check) -> Check:
         self.checks.append(check)
         colour = {"ok": "green", "problem": "red", "skipped": "yellow"}[check.verdict]
@@ -96,6 +102,7 @@ def check_settings(env: Mapping[str, str], flags: Mapping[str, str | None]) -> t
     try:
         settings = Settings.load(env, flags)
         catalogue_for(settings)
+        prices_for(settings)
     except SettingsError as exc:
         return Check("problem", "settings", str(exc), "fix the flag or environment variable it names"), None
     return Check("ok", "settings", f"read (base URL {settings.base_url}, default model "
@@ -239,6 +246,40 @@ async def _diagnose(report: Report, settings: Settings, env: Mapping[str, str], 
                          "fix the problems above first"))
     else:
         report.add(await check_call(settings, model))
+    report_observability(report, settings, env)
+
+
+def report_observability(report: Report, settings: Settings, env: Mapping[str, str]) -> None:
+    """Whether spans are exported and where (the standard OTEL_* variables), and whether /metrics is
+    served and to whom; a problem only when one is asked for and cannot work here."""
+    plan = telemetry.tracing_plan(env)
+    if plan is None:
+        report.info("traces", "off (set OTEL_EXPORTER_OTLP_ENDPOINT, or OTEL_TRACES_EXPORTER, to export spans; "
+                              "needs kimi-mcp[otel])")
+    elif (problem := telemetry.tracing_problem(plan)) is not None:
+        report.add(Check("problem", "traces", f"asked for ({plan.describe()}), but {problem}",
+                         "install what it names, or unset the OTEL_* variables"))
+    else:
+        report.info("traces", f"on: {plan.describe()}")
+    if not settings.metrics:
+        report.info("metrics", "off (KIMI_METRICS=true serves /metrics on the HTTP transports; needs "
+                               "kimi-mcp[metrics])")
+        return
+    if settings.transport == "stdio":
+        report.add(Check("problem", "metrics", "KIMI_METRICS is on, but the transport is stdio: nothing serves "
+                                               "/metrics", "serve --transport streamable-http (or sse), or unset "
+                                                           "KIMI_METRICS"))
+        return
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        report.add(Check("problem", "metrics", "KIMI_METRICS is on, but prometheus-client is not installed",
+                         "pip install 'kimi-mcp[metrics]'"))
+        return
+    who = "open to anyone who can reach it (KIMI_METRICS_OPEN)" if settings.metrics_open else (
+        "client token and Host checks as on /mcp")
+    report.info("metrics", f"on: http://{settings.host}:{settings.port}/metrics, {who}; one endpoint per "
+                           "process (scrape every replica)")
 
 
 def run_doctor(env: Mapping[str, str], flags: Mapping[str, str | None], *, model: str | None = None,
@@ -248,7 +289,7 @@ def run_doctor(env: Mapping[str, str], flags: Mapping[str, str | None], *, model
     report.line(report.painter.style(_versions(), "bold"))
     first, settings = check_settings(env, flags)
     if settings is not None:
-        report.secrets = settings.secrets()
+        report.secrets = (*settings.secrets(), *telemetry.env_secrets(env))
     report.add(first)
     if settings is not None:
         anyio.run(_diagnose, report, settings, env, model, call)

@@ -6,6 +6,7 @@ import logging
 
 import anyio
 
+from .. import telemetry
 from ..redaction import setup_logging
 from ..settings import Settings, SettingsError
 from ..store import StorageError, default_store_path, open_store
@@ -28,8 +29,13 @@ def serve(settings: Settings) -> int:
         client_tokens = load_client_tokens(settings)
         check_exposure(settings, client_tokens)
     check_store(settings)
-    secrets = (*settings.secrets(), *client_tokens)
-    setup_logging(settings.log_level, secrets)
+    if settings.metrics and settings.transport != "stdio":
+        telemetry.enable_metrics()  # without prometheus-client: the one line naming the extra
+    secrets = (*settings.secrets(), *client_tokens, *telemetry.env_secrets())
+    setup_logging(settings.log_level, secrets, settings.log_format)
+    if settings.metrics and settings.transport == "stdio":
+        log.warning("KIMI_METRICS has no effect over stdio: /metrics is served by the HTTP transports only")
+    telemetry.configure_tracing()
     from ..server import create_server
 
     server = create_server(settings, secrets=secrets)

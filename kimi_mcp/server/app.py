@@ -25,15 +25,15 @@ from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequ
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from .. import __version__
+from .. import __version__, telemetry
 from ..catalogue import CATALOGUE, Catalogue
-from ..chat import ChatTools
+from ..chat import LOCAL, ChatTools
 from ..chat.attachments import operator_dirs
 from ..errors import InternalError, InvalidArguments, KimiError
 from ..redaction import redact
 from ..runtime import open_runtime
 from ..settings import Settings
-from .context import Ctx
+from .context import Ctx, principal_of
 from .conversations import LIST_RESOURCE, list_resource, register_conversation_tools
 from .prompts import register_prompts
 from .results import ERROR_SCHEMA, error_result, redact_result
@@ -165,12 +165,20 @@ class KimiServer(MCPServer[ChatTools]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Ctx | None = None
     ) -> CallToolResult | InputRequiredResult:
-        try:
-            result = await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            result = error_result(_tool_error(name, exc))
-        # The one exit of every tool result: the token (and client tokens) masked, whatever the path.
-        return redact_result(result, self.secrets) if isinstance(result, CallToolResult) else result
+        # Measured here, where every call ends (tasks too: their job runs this): the label is a
+        # registered tool's name, never whatever a client sent.
+        tool = name if self._tool_manager.get_tool(name) is not None else "other"
+        with telemetry.tool_call(tool, request_id=_request_id(context),
+                                 principal=principal_of(context) if context is not None else LOCAL) as measured:
+            try:
+                result = await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                result = error_result(_tool_error(name, exc))
+            # The one exit of every tool result: the token (and client tokens) masked, whatever the path.
+            if isinstance(result, CallToolResult):
+                result = redact_result(result, self.secrets)
+            measured.end(*_outcome(result))
+            return result
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
@@ -186,6 +194,25 @@ async def _lifespan(server: MCPServer[ChatTools]) -> AsyncIterator[ChatTools]:
     assert isinstance(server, KimiServer)
     async with server.session_runtime() as tools:
         yield tools
+
+
+def _request_id(context: Ctx | None) -> str:
+    try:
+        return context.request_id if context is not None else ""
+    except ValueError:  # no request context (a direct call)
+        return ""
+
+
+def _outcome(result: CallToolResult | InputRequiredResult) -> tuple[str, str]:
+    """How a call ended, for its metrics and log line: (outcome, error kind)."""
+    if not isinstance(result, CallToolResult):
+        return "ok", ""
+    content = result.structured_content or {}
+    if result.is_error:
+        error = content.get("error")
+        kind = str(error.get("kind") or "") if isinstance(error, dict) else ""
+        return ("cancelled" if kind == "cancelled" else "error"), kind or "other"
+    return ("partial" if content.get("finish_reason") == "deadline" else "ok"), ""
 
 
 def _kimi_cause(exc: BaseException) -> KimiError | None:

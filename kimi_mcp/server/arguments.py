@@ -77,6 +77,8 @@ ConversationId = Annotated[str | None, Field(max_length=200, description=(
     "Leave out to start a new conversation."))]
 AnswerId = Annotated[str | None, Field(max_length=100, description=(
     "With resume=true: the answer_id of the incomplete result to continue (needed when several are)."))]
+StoreArg = Annotated[bool, Field(description=(
+    "false: keep no conversation (nothing stored or read, no conversation_id to continue)."))]
 Resume = Annotated[bool, Field(description=(
     "With conversation_id: fetch the rest of an answer that was returned incomplete "
     "(finish_reason 'deadline'). No prompt is needed."))]

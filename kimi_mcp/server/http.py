@@ -1,4 +1,4 @@
-"""The HTTP transports: who may call, which Origins and Hosts, how big a body, and /healthz.
+"""The HTTP transports: who may call, which Origins and Hosts, how big a body, /healthz and /metrics.
 
 Imported only when serving HTTP, so stdio start-up pays nothing for Starlette or uvicorn.
 Client tokens (`name:token` pairs) are compared in constant time; the name becomes the
@@ -16,7 +16,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import h11
@@ -27,7 +27,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .. import __version__
+from .. import __version__, telemetry
 from ..chat import LOCAL
 from ..settings import Settings, SettingsError
 from .app import KimiServer
@@ -46,6 +46,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_NAMES = ("localhost",)
 SHUTDOWN_GRACE_S = 10
+MetricsAccess = Literal["off", "guarded", "open"]
+"""/metrics: not served; behind the same checks and client tokens as /mcp; open to anyone (like /healthz)."""
 SESSION_IDLE_S = 600.0
 """A legacy (2025-11-25) Streamable HTTP session unused this long is closed (the SDK's default is 30 min)."""
 
@@ -141,19 +143,40 @@ def _principal(tokens: dict[str, str], offered: str | None) -> str | None:
     return found
 
 
+async def _metrics_response(scope: Scope, send: Send) -> None:
+    """The process's series in Prometheus's text format (GET or HEAD)."""
+    if scope.get("method") not in ("GET", "HEAD"):
+        await _json_response(send, 405, {"error": "method_not_allowed", "message": "/metrics takes GET"},
+                             [(b"allow", b"GET, HEAD")])
+        return
+    data, content_type = telemetry.metrics_text()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode()),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else data})
+
+
 def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: TransportSecuritySettings,
-                         client_timeout: float) -> ASGIApp:
+                         client_timeout: float, metrics: MetricsAccess = "off") -> ASGIApp:
     """/healthz for load balancers (no auth, no secrets); everything else passes the Host/Origin
     check (here, before the SDK, which on SSE logs a traceback for each refusal) and, when tokens
-    are configured, needs a client token."""
+    are configured, needs a client token. /metrics, when served, is checked like /mcp unless the
+    operator opened it (then, like /healthz, it answers anyone: it holds counts, no secrets)."""
     checker = TransportSecurityMiddleware(security)
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await app(scope, receive, _flush_spans_at_shutdown(send))
+            return
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         if scope.get("path") == "/healthz":
             await _json_response(send, 200, {"status": "ok", "version": __version__}, [])
+            return
+        scrape = metrics != "off" and scope.get("path") == "/metrics"
+        if scrape and metrics == "open":
+            await _metrics_response(scope, send)
             return
         refused = await checker.validate_request(Request(scope))
         if refused is not None:
@@ -171,9 +194,24 @@ def with_auth_and_health(app: ASGIApp, tokens: dict[str, str], security: Transpo
             # The SDK ties a Streamable HTTP session to the user that opened it: another client
             # presenting that session id is answered as if the session did not exist.
             scope["user"] = AuthenticatedUser(AccessToken(token=f"principal:{name}", client_id=name, scopes=[]))
+        if scrape:
+            await _metrics_response(scope, send)
+            return
         await app(scope, _body_deadline(receive, client_timeout), send)
 
     return guarded
+
+
+def _flush_spans_at_shutdown(send: Send) -> Send:
+    """The lifespan's `send`, exporting the batched spans before the shutdown is reported done (the
+    last moment this process runs code: uvicorn then re-raises SIGTERM)."""
+
+    async def sending(message: Message) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await anyio.to_thread.run_sync(telemetry.flush_tracing)
+        await send(message)
+
+    return sending
 
 
 def _body_deadline(receive: Receive, idle_s: float) -> Receive:
@@ -211,7 +249,13 @@ def build_app(server: KimiServer, settings: Settings, tokens: dict[str, str]) ->
         limiter = SessionLimiter(settings.max_sessions_per_client, SESSION_IDLE_S,
                                  frozenset(HANDSHAKE_PROTOCOL_VERSIONS))
         inner = limit_sessions(inner, limiter, lambda scope: str(scope.get(SCOPE_KEY) or LOCAL))
-    return with_auth_and_health(inner, tokens, security, settings.client_timeout)
+    return with_auth_and_health(inner, tokens, security, settings.client_timeout, metrics_access(settings))
+
+
+def metrics_access(settings: Settings) -> MetricsAccess:
+    if not settings.metrics:
+        return "off"
+    return "open" if settings.metrics_open else "guarded"
 
 
 class HeaderDeadline(H11Protocol):
@@ -293,6 +337,10 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
     path = "/sse" if settings.transport == "sse" else "/mcp"
     log.info("serving %s on http://%s:%s%s (client auth: %s)", settings.transport, settings.host, settings.port,
              path, f"{len(tokens)} token(s)" if tokens else "off")
+    access = metrics_access(settings)
+    if access != "off":
+        log.info("metrics: http://%s:%s/metrics (%s)", settings.host, settings.port,
+                 "open to anyone who can reach it" if access == "open" else "checked like " + path)
     # Keep-alive longer than clients' (httpx: 5 s), so a client never reuses a connection the
     # server is closing at that very moment. A stop (SIGTERM, Ctrl-C) waits at most SHUTDOWN_GRACE_S
     # for calls in flight, then cancels them (and their upstream requests) and closes the store.

@@ -44,10 +44,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 class UsageOut(BaseModel):
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int = Field(description="Answer tokens, reasoning included.")
     total_tokens: int
-    reasoning_tokens: int | None = None
-    cached_tokens: int | None = None
+    reasoning_tokens: int | None = Field(
+        default=None, description="The part of completion_tokens spent thinking; null when the upstream does not say.")
+    cached_tokens: int | None = Field(
+        default=None, description="Prompt tokens read from Kimi's cache (cheaper); null when the upstream doesn't say.")
+
+
+COST_DESCRIPTION = (
+    "ESTIMATED cost of this call in US dollars, from a price table (Moonshot list prices, dated; or the "
+    "operator's KIMI_PRICES table): not a bill, since Ace publishes no prices. Null when the model has no price."
+)
 
 
 class AdjustedOut(BaseModel):
@@ -66,6 +74,7 @@ class ChatResult(BaseModel):
         description="stop (finished), length (max_tokens reached), content_filter, or deadline (incomplete)."
     )
     usage: UsageOut
+    cost_estimate_usd: float | None = Field(default=None, description=COST_DESCRIPTION)
     id: str = Field(description="The upstream completion id.")
     attempts: int = Field(description="Upstream attempts this call took (retries included).")
     adjusted: list[AdjustedOut] = Field(
@@ -96,6 +105,7 @@ class JsonResult(BaseModel):
     )
     model: str
     usage: UsageOut
+    cost_estimate_usd: float | None = Field(default=None, description=COST_DESCRIPTION + " Includes a repair.")
     attempts: int = Field(description="Answers it took to get valid JSON (1, or 2 after one repair).")
     upstream_attempts: int = Field(description="Upstream attempts of the final answer (retries included).")
     id: str
@@ -144,13 +154,14 @@ def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> 
         model=reply.model,
         finish_reason=reply.finish_reason,
         usage=usage_out(reply.usage),
+        cost_estimate_usd=completed.cost_usd,
         id=reply.id,
         attempts=completed.attempts,
         adjusted=_adjusted(completed),
         notice=notice,
         reasoning=reasoning[:MAX_REASONING_CHARS] if reasoning is not None else None,
         reasoning_truncated=(len(reasoning) > MAX_REASONING_CHARS) if reasoning is not None else None,
-        conversation_id=turn.conversation_id,
+        conversation_id=turn.conversation_id or None,
         offset=offset,
         dropped_turns=turn.dropped_turns,
         pruned_turns=turn.pruned_turns,
@@ -158,6 +169,8 @@ def chat_result(turn: ChatTurn, *, include_reasoning: bool, offset: int = 0) -> 
     shown = text if text.strip() or notice is None else f"[{notice}]"
     # Many agent frameworks (openai-agents, LangChain, mcp-use, smolagents) show the model only the
     # first text block: what it must act on goes there. pydantic-ai shows the structured result.
+    if not turn.conversation_id:  # store: false, or KIMI_STORE=none: nothing to continue
+        return _result(f"{shown}\n\n[not stored]", structured)
     return _result(f"{shown}\n\n[conversation_id: {turn.conversation_id}]", structured)
 
 
@@ -195,6 +208,7 @@ def relayed_result(relayed: Relayed) -> CallToolResult:
                        completion_tokens=usage.get("completion_tokens") or 0,
                        total_tokens=usage.get("total_tokens") or 0,
                        reasoning_tokens=usage.get("reasoning_tokens"), cached_tokens=usage.get("cached_tokens")),
+        cost_estimate_usd=relayed.cost_usd,
         id="",
         attempts=1,
         notice=notice,
@@ -221,6 +235,7 @@ def json_result(outcome: JsonOutcome) -> CallToolResult:
         value=outcome.value,
         model=completed.reply.model,
         usage=usage_out(outcome.usage),
+        cost_estimate_usd=outcome.cost_usd,
         attempts=outcome.json_attempts,
         upstream_attempts=completed.attempts,
         id=completed.reply.id,

@@ -32,6 +32,7 @@ from .arguments import (
     Resume,
     SchemaArg,
     Stop,
+    StoreArg,
     System,
     Temperature,
     ThinkingArg,
@@ -86,7 +87,7 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
         thinking: ThinkingArg = None, reasoning_effort: ReasoningEffort = None,
         include_reasoning: IncludeReasoning = False,
         conversation_id: ConversationId = None, resume: Resume = False, answer_id: AnswerId = None,
-        files: Files = None, images: Images = None, roots: ClientRoots = None,
+        files: Files = None, images: Images = None, store: StoreArg = True, roots: ClientRoots = None,
     ) -> Annotated[CallToolResult, ChatResult]:
         tools, principal, sink = tools_of(ctx), principal_of(ctx), progress_sink(ctx, secrets)
         if resume:
@@ -95,7 +96,7 @@ def register_kimi_tools(server: MCPServer[Any], catalogue: Catalogue, default_mo
             args = chat_args(prompt, system, messages, model, max_tokens, temperature, top_p, stop, thinking,
                              reasoning_effort, files=files, images=images, scope=read_scope(operator_dirs, roots))
             handover = await tools.chat(principal, args, conversation_id=conversation_id, sink=sink,
-                                        task=current_task())
+                                        task=current_task(), store=store)
         return handover_result(handover, include_reasoning=include_reasoning)
 
     @server.tool(

@@ -25,6 +25,7 @@ from kimi_mcp.store.base import (
     Limits,
     SaveResult,
     StorageError,
+    Totals,
     Turn,
     new_answer_id,
     new_conversation_id,
@@ -49,6 +50,7 @@ __all__ = [
     "SQLiteStore",
     "SaveResult",
     "StorageError",
+    "Totals",
     "Turn",
     "default_store_path",
     "new_answer_id",
@@ -60,16 +62,17 @@ __all__ = [
 
 
 def open_store(spec: str) -> ConversationStore:
-    """`"memory"` for a throwaway store, a `postgresql://` (or `postgres://`) URL for PostgreSQL,
-    anything else is a SQLite file path (`~` expanded).
+    """`"memory"` for a throwaway store (`"none"` too: the caller then stores no conversation in it,
+    only the records of answers in progress), a `postgresql://` (or `postgres://`) URL for
+    PostgreSQL, anything else is a SQLite file path (`~` expanded).
 
     Nothing is opened here; the SQLite file is created, the database connected, on first use.
     A PostgreSQL URL without its driver installed is a StorageError naming the extra to install.
     """
-    if spec == "memory":
+    if spec in ("memory", "none"):
         return MemoryStore()
     if not spec.strip():
-        raise ValueError("store spec must be 'memory', a postgresql:// URL or a file path")
+        raise ValueError("store spec must be 'memory', 'none', a postgresql:// URL or a file path")
     if spec.startswith(("postgresql://", "postgres://")):
         return _postgres_store(spec)
     return SQLiteStore(Path(spec).expanduser())

@@ -9,6 +9,7 @@ of an answer being written, so a task can be looked up by id and a restart can r
 from __future__ import annotations
 
 import builtins
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -29,10 +30,12 @@ __all__ = [
     "Limits",
     "SaveResult",
     "StorageError",
+    "Totals",
     "Turn",
     "check_answer",
     "check_answer_fields",
     "check_exchange",
+    "check_totals",
     "clock",
     "new_answer_id",
     "new_conversation_id",
@@ -56,6 +59,31 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class Totals:
+    """What a conversation's calls used and are estimated to have cost, summed over every exchange
+    saved (pruned ones too: it is what was spent, not what is kept).
+
+    `cost_usd` sums the calls that had a price; `unpriced_calls` counts those that had none (their
+    model is not in the price table), so a total that leaves some out says so.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cost_usd + other.cost_usd,
+            self.unpriced_calls + other.unpriced_calls,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationSummary:
     """What `list` shows about a conversation, without loading its turns."""
 
@@ -67,6 +95,7 @@ class ConversationSummary:
     size_bytes: int
     created_at: float
     updated_at: float
+    totals: Totals = Totals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +199,10 @@ class ConversationStore(Protocol):
         limits: Limits,
         now: float,
         create: bool = True,
+        totals: Totals | None = None,
     ) -> SaveResult:
-        """In one transaction: create if new, set model and system, append turns, prune, touch.
+        """In one transaction: create if new, set model and system, append turns, prune, touch, and
+        add `totals` (this exchange's usage and estimated cost) to the conversation's running totals.
 
         With `create=False` a missing conversation is not re-created (it was deleted or expired
         while an answer was being written): ConversationNotFound is raised instead.
@@ -285,8 +316,12 @@ def turn_bytes(turn: Turn) -> int:
     return text_bytes(turn.content) + text_bytes(turn.reasoning)
 
 
-def check_exchange(principal: str, conversation_id: str, turns: Sequence[Turn]) -> None:
+def check_exchange(
+    principal: str, conversation_id: str, turns: Sequence[Turn], totals: Totals | None = None
+) -> None:
     """Reject caller bugs before any write, identically in every backend."""
+    if totals is not None:
+        check_totals(totals)
     if not principal or not conversation_id:
         raise ValueError("principal and conversation_id must be non-empty")
     if not turns:
@@ -295,6 +330,17 @@ def check_exchange(principal: str, conversation_id: str, turns: Sequence[Turn]) 
         if turn.role not in _ROLES:
             raise ValueError(f"unknown turn role {turn.role!r}")
         turn_bytes(turn)  # raises UnicodeEncodeError now rather than halfway through a backend write
+
+
+def check_totals(totals: Totals) -> None:
+    """Counts are whole and non-negative, the cost finite and non-negative: a running total only grows."""
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "unpriced_calls"):
+        value = getattr(totals, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"totals.{name} must be a non-negative integer, not {value!r}")
+    cost = totals.cost_usd
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0:
+        raise ValueError(f"totals.cost_usd must be a finite non-negative number, not {cost!r}")
 
 
 def check_answer_fields(
@@ -338,16 +384,28 @@ def check_answer(record: AnswerRecord) -> None:
     )
 
 
+PRUNE_TO = 0.75
+"""A conversation over KIMI_MAX_TURNS or KIMI_MAX_CONVERSATION_BYTES is pruned to this share of it."""
+
+
 def plan_pruning(system_bytes: int, turns: Sequence[tuple[str, int]], newest: int, limits: Limits) -> int:
-    """How many of the oldest `(role, size)` turns to drop so the conversation fits `limits`.
+    """How many of the oldest `(role, size)` turns to drop so the conversation fits `limits`
+    (once over one, to `PRUNE_TO` of it).
 
     Turns go in exchanges (a turn plus the assistant turns after it), so history never starts
     mid-exchange; the last `newest` turns (the exchange being saved) are always kept.
     """
     droppable = len(turns) - newest
     total = system_bytes + sum(size for _, size in turns)
+    if len(turns) <= limits.max_turns and total <= limits.max_bytes:
+        return 0
+    # Over a limit: down to PRUNE_TO of it at once, so the conversation's oldest turn, the start of
+    # the prefix Kimi caches, stays put for many calls (pruning one exchange per call at the limit
+    # would change the prefix, and miss the cache, on every call).
+    max_turns = limits.max_turns - int(limits.max_turns * (1 - PRUNE_TO))
+    max_bytes = limits.max_bytes - int(limits.max_bytes * (1 - PRUNE_TO))
     dropped = 0
-    while dropped < droppable and (len(turns) - dropped > limits.max_turns or total > limits.max_bytes):
+    while dropped < droppable and (len(turns) - dropped > max_turns or total > max_bytes):
         end = _exchange_end(turns, dropped, droppable)
         total -= sum(size for _, size in turns[dropped:end])
         dropped = end

@@ -21,6 +21,7 @@ from kimi_mcp.store.base import (
     ConversationSummary,
     Limits,
     SaveResult,
+    Totals,
     Turn,
     check_answer,
     check_answer_fields,
@@ -45,6 +46,7 @@ class _Record:
     created_at: float
     updated_at: float
     turns: list[tuple[Turn, int]] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
 
     def summary(self, conversation_id: str) -> ConversationSummary:
         size = text_bytes(self.system) + sum(size for _, size in self.turns)
@@ -57,6 +59,7 @@ class _Record:
             size_bytes=size,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            totals=self.totals,
         )
 
 
@@ -97,9 +100,10 @@ class MemoryStore:
         limits: Limits,
         now: float,
         create: bool = True,
+        totals: Totals | None = None,
     ) -> SaveResult:
         """Validate first, then mutate without awaiting, so the change is all-or-nothing."""
-        check_exchange(principal, conversation_id, turns)
+        check_exchange(principal, conversation_id, turns, totals)
         await checkpoint()
         record = self._records.get(conversation_id)
         if record is None and not create:
@@ -113,6 +117,8 @@ class MemoryStore:
         pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
         record.turns = combined[pruned:]
         record.model, record.system, record.updated_at = model, system, now
+        if totals is not None:
+            record.totals += totals
         self._records[conversation_id] = record
         return SaveResult(record.summary(conversation_id), pruned)
 

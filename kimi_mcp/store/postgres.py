@@ -6,7 +6,8 @@ before use, so connections a restarted server dropped are replaced on their own)
 autocommit or in one explicit transaction. The schema is versioned (`kimi_mcp_schema`) and migrated
 under a transaction-level advisory lock, so replicas starting together migrate once; a database of
 a newer version is refused. A save locks its conversation's row (`SELECT ... FOR UPDATE`) for the
-whole append-and-prune, which serialises saves on one conversation across replicas.
+whole append-and-prune (and the addition to its running totals), which serialises saves on one
+conversation across replicas.
 
 Free texts (titles, system prompts, turns, answer texts) are stored as UTF-8 `bytea`: PostgreSQL's
 `text` cannot hold NUL, which callers may send. Identifiers are `text` with the "C" collation, so
@@ -42,6 +43,7 @@ from kimi_mcp.store.base import (
     Limits,
     SaveResult,
     StorageError,
+    Totals,
     Turn,
     check_answer,
     check_answer_fields,
@@ -58,7 +60,7 @@ T = TypeVar("T")
 Connection: TypeAlias = psycopg.AsyncConnection[TupleRow]
 Pool: TypeAlias = AsyncConnectionPool[Connection]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 # pg_advisory_xact_lock key for migrations: "kimi-mcp" as a big-endian int64. Advisory locks are
@@ -79,7 +81,9 @@ _INTEGER_PARAMETERS = frozenset({"pool_min", "pool_max"})
 # pg_stat_activity shows.
 _LIBPQ_DEFAULTS = {"connect_timeout": "10", "application_name": "kimi-mcp"}
 
-_SUMMARY_COLUMNS = "id, principal, title, model, turns, size_bytes, created_at, updated_at"
+_TOTALS_COLUMNS = "prompt_tokens, completion_tokens, cached_tokens, cost_usd, unpriced_calls"
+_SUMMARY_COLUMNS = f"id, principal, title, model, turns, size_bytes, created_at, updated_at, {_TOTALS_COLUMNS}"
+_SUMMARY_WIDTH = 13
 _ANSWER_COLUMNS = (
     "id, principal, kind, conversation_id, owner, status, status_message, text, reasoning, result,"
     " created_at, updated_at, expires_at"
@@ -111,6 +115,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX answers_by_conversation ON answers (principal, conversation_id)",
         "CREATE INDEX answers_by_expiry ON answers (expires_at)",
         "CREATE INDEX answers_working ON answers (updated_at) WHERE status = 'working'",
+    ),
+    # Version 2: each conversation's running totals (tokens, estimated cost); older rows start at zero.
+    2: (
+        "ALTER TABLE conversations ADD COLUMN prompt_tokens bigint NOT NULL DEFAULT 0,"
+        " ADD COLUMN completion_tokens bigint NOT NULL DEFAULT 0, ADD COLUMN cached_tokens bigint NOT NULL DEFAULT 0,"
+        " ADD COLUMN cost_usd double precision NOT NULL DEFAULT 0, ADD COLUMN unpriced_calls bigint NOT NULL DEFAULT 0",
     ),
 }
 
@@ -315,6 +325,11 @@ async def _migrate(conn: Connection, label: str) -> None:
             )
 
 
+def _totals(row: Sequence[Any]) -> Totals:
+    """Totals from the five `_TOTALS_COLUMNS` values, in order."""
+    return Totals(int(row[0]), int(row[1]), int(row[2]), float(row[3]), int(row[4]))
+
+
 def _summary(row: Sequence[Any]) -> ConversationSummary:
     return ConversationSummary(
         id=row[0],
@@ -325,6 +340,7 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
         size_bytes=row[5],
         created_at=row[6],
         updated_at=row[7],
+        totals=_totals(row[8:_SUMMARY_WIDTH]),
     )
 
 
@@ -383,14 +399,14 @@ async def _get(conn: Connection, principal: str, conversation_id: str) -> Conver
         )
     turns = tuple(Turn(role, _text(content), _decode(reasoning), created_at) for role, content, reasoning, created_at
                   in rows)
-    return Conversation(_summary(row), _decode(row[8]), turns)
+    return Conversation(_summary(row), _decode(row[_SUMMARY_WIDTH]), turns)
 
 
 async def _lock_head(
     conn: Connection, principal: str, conversation_id: str, title: str, now: float, create: bool
-) -> tuple[str, float]:
+) -> tuple[str, float, Totals]:
     """Lock the conversation's row for the rest of the transaction, inserting it first when new (and
-    allowed); its (title, created_at). A concurrent save of the same conversation waits here."""
+    allowed); its (title, created_at, totals so far). A concurrent save of the same conversation waits here."""
     for _ in range(_SAVE_ATTEMPTS):
         row = None
         if create:  # a row we insert is ours (locked) until COMMIT; a conflict inserts nothing
@@ -398,20 +414,20 @@ async def _lock_head(
                 conn,
                 "INSERT INTO conversations (id, principal, title, model, system, created_at, updated_at,"
                 " turns, size_bytes) VALUES (%s, %s, %s, '', NULL, %s, %s, 0, 0)"
-                " ON CONFLICT (id) DO NOTHING RETURNING principal, title, created_at",
+                f" ON CONFLICT (id) DO NOTHING RETURNING principal, title, created_at, {_TOTALS_COLUMNS}",
                 (conversation_id, principal, _encode(title), now, now),
             )
         if row is None:
             row = await _one(
                 conn,
-                "SELECT principal, title, created_at FROM conversations WHERE id = %s FOR UPDATE",
+                f"SELECT principal, title, created_at, {_TOTALS_COLUMNS} FROM conversations WHERE id = %s FOR UPDATE",
                 (conversation_id,),
             )
         if row is None and create:
             continue  # deleted between the conflict and the lock: insert again
         if row is None or row[0] != principal:
             break
-        return _text(row[1]), float(row[2])
+        return _text(row[1]), float(row[2]), _totals(row[3:])
     raise ConversationNotFound(conversation_id)
 
 
@@ -426,10 +442,14 @@ async def _save(
     limits: Limits,
     now: float,
     create: bool,
+    added: Totals | None,
 ) -> SaveResult:
-    """Create-or-lock, append, prune and touch in one transaction holding the conversation's row lock."""
+    """Create-or-lock, append, prune, touch and add to the totals in one transaction holding the
+    conversation's row lock."""
     async with conn.transaction():
-        title, created_at = await _lock_head(conn, principal, conversation_id, title, now, create)
+        title, created_at, totals = await _lock_head(conn, principal, conversation_id, title, now, create)
+        if added is not None:
+            totals += added
         stored = await _all(
             conn,
             "SELECT seq, role, octet_length(content) + coalesce(octet_length(reasoning), 0)"
@@ -455,11 +475,13 @@ async def _save(
         kept = sizes[pruned:]
         size = text_bytes(system) + sum(s for _, s in kept)
         await conn.execute(
-            "UPDATE conversations SET model = %s, system = %s, updated_at = %s, turns = %s, size_bytes = %s"
+            "UPDATE conversations SET model = %s, system = %s, updated_at = %s, turns = %s, size_bytes = %s,"
+            " prompt_tokens = %s, completion_tokens = %s, cached_tokens = %s, cost_usd = %s, unpriced_calls = %s"
             " WHERE id = %s",
-            (model, _encode(system), now, len(kept), size, conversation_id),
+            (model, _encode(system), now, len(kept), size, totals.prompt_tokens, totals.completion_tokens,
+             totals.cached_tokens, totals.cost_usd, totals.unpriced_calls, conversation_id),
         )
-    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now)
+    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now, totals)
     return SaveResult(summary, pruned)
 
 
@@ -622,12 +644,14 @@ class PostgresStore:
         limits: Limits,
         now: float,
         create: bool = True,
+        totals: Totals | None = None,
     ) -> SaveResult:
-        check_exchange(principal, conversation_id, turns)
+        check_exchange(principal, conversation_id, turns, totals)
         _refuse_nul(principal=principal, conversation_id=conversation_id, model=model)
         batch = tuple(turns)
         return await self._run(
-            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now, create)
+            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now, create,
+                               totals)
         )
 
     async def list(self, principal: str, *, limit: int = 50) -> builtins.list[ConversationSummary]:

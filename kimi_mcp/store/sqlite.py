@@ -2,7 +2,8 @@
 
 All database work runs in a worker thread (never on the event loop) on one connection guarded
 by a lock; each save is a single `BEGIN IMMEDIATE` transaction, so a crash leaves no half turn.
-Answer records live in the same file (schema version 2), written the same way.
+Answer records live in the same file (schema version 2), written the same way; each conversation's
+running totals (tokens, estimated cost: version 3) are added to in the save's own transaction.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kimi_mcp.store.base import (
     Limits,
     SaveResult,
     StorageError,
+    Totals,
     Turn,
     check_answer,
     check_answer_fields,
@@ -44,7 +46,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # synchronous=FULL rather than NORMAL: in WAL mode NORMAL never corrupts the file, but a power cut
 # can lose the last commits. A save happens once per model round trip (seconds), so one extra
@@ -56,7 +58,9 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 
-_SUMMARY_COLUMNS = "id, principal, title, model, turns, size_bytes, created_at, updated_at"
+_TOTALS_COLUMNS = "prompt_tokens, completion_tokens, cached_tokens, cost_usd, unpriced_calls"
+_SUMMARY_COLUMNS = f"id, principal, title, model, turns, size_bytes, created_at, updated_at, {_TOTALS_COLUMNS}"
+_SUMMARY_WIDTH = 13
 _ANSWER_COLUMNS = (
     "id, principal, kind, conversation_id, owner, status, status_message, text, reasoning, result,"
     " created_at, updated_at, expires_at"
@@ -109,8 +113,19 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS answers_by_expiry ON answers (expires_at)")
 
 
-# Key: the version a step produces. A later release adds {3: _migrate_to_3} and bumps SCHEMA_VERSION.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Each conversation's running totals (tokens, estimated cost); conversations from before start
+    at zero. Spelled out, never derived: a step is frozen."""
+    conn.execute("ALTER TABLE conversations ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE conversations ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE conversations ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE conversations ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE conversations ADD COLUMN unpriced_calls INTEGER NOT NULL DEFAULT 0")
+
+
+# Key: the version a step produces. A later release adds {4: _migrate_to_4} and bumps SCHEMA_VERSION.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2,
+                                                                 3: _migrate_to_3}
 
 
 @contextlib.contextmanager
@@ -158,6 +173,11 @@ def _storage_error(path: Path, err: sqlite3.Error) -> StorageError:
     return StorageError(f"conversation store at {path} {problem}")
 
 
+def _totals(row: Sequence[Any]) -> Totals:
+    """Totals from the five `_TOTALS_COLUMNS` values, in order."""
+    return Totals(int(row[0]), int(row[1]), int(row[2]), float(row[3]), int(row[4]))
+
+
 def _summary(row: Sequence[Any]) -> ConversationSummary:
     return ConversationSummary(
         id=row[0],
@@ -168,6 +188,7 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
         size_bytes=row[5],
         created_at=row[6],
         updated_at=row[7],
+        totals=_totals(row[8:_SUMMARY_WIDTH]),
     )
 
 
@@ -192,15 +213,16 @@ def _get(conn: sqlite3.Connection, principal: str, conversation_id: str) -> Conv
             (conversation_id,),
         ).fetchall()
     turns = tuple(Turn(role, content, reasoning, created_at) for role, content, reasoning, created_at in rows)
-    return Conversation(_summary(row), row[8], turns)
+    return Conversation(_summary(row), row[_SUMMARY_WIDTH], turns)
 
 
 def _head(
     conn: sqlite3.Connection, principal: str, conversation_id: str, title: str, now: float, create: bool
-) -> tuple[str, float]:
-    """The conversation's (title, created_at), inserting it first when new (and allowed)."""
+) -> tuple[str, float, Totals]:
+    """The conversation's (title, created_at, totals so far), inserting it first when new (and allowed)."""
     row = conn.execute(
-        "SELECT principal, title, created_at FROM conversations WHERE id = ?", (conversation_id,)
+        f"SELECT principal, title, created_at, {_TOTALS_COLUMNS} FROM conversations WHERE id = ?",
+        (conversation_id,),
     ).fetchone()
     if row is None and not create:
         raise ConversationNotFound(conversation_id)
@@ -210,10 +232,10 @@ def _head(
             " turns, size_bytes) VALUES (?, ?, ?, '', NULL, ?, ?, 0, 0)",
             (conversation_id, principal, title, now, now),
         )
-        return title, now
+        return title, now, Totals()
     if row[0] != principal:
         raise ConversationNotFound(conversation_id)
-    return str(row[1]), float(row[2])
+    return str(row[1]), float(row[2]), _totals(row[3:])
 
 
 def _stored_turns(conn: sqlite3.Connection, conversation_id: str) -> builtins.list[Any]:
@@ -240,11 +262,16 @@ def _write_summary(
     now: float,
     turns: int,
     size: int,
+    totals: Totals,
 ) -> None:
-    """The last write of a save (the crash test stops the process right after it, before COMMIT)."""
+    """The last write of a save (the crash test stops the process right after it, before COMMIT);
+    `totals` are the conversation's new running totals."""
     conn.execute(
-        "UPDATE conversations SET model = ?, system = ?, updated_at = ?, turns = ?, size_bytes = ? WHERE id = ?",
-        (model, system, now, turns, size, conversation_id),
+        "UPDATE conversations SET model = ?, system = ?, updated_at = ?, turns = ?, size_bytes = ?,"
+        " prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, cost_usd = ?, unpriced_calls = ?"
+        " WHERE id = ?",
+        (model, system, now, turns, size, totals.prompt_tokens, totals.completion_tokens, totals.cached_tokens,
+         totals.cost_usd, totals.unpriced_calls, conversation_id),
     )
 
 
@@ -259,10 +286,13 @@ def _save(
     limits: Limits,
     now: float,
     create: bool,
+    added: Totals | None,
 ) -> SaveResult:
-    """Create-or-check, append, prune and touch in one write transaction."""
+    """Create-or-check, append, prune, touch and add to the totals in one write transaction."""
     with _transaction(conn):
-        title, created_at = _head(conn, principal, conversation_id, title, now, create)
+        title, created_at, totals = _head(conn, principal, conversation_id, title, now, create)
+        if added is not None:
+            totals += added
         stored = _stored_turns(conn, conversation_id)
         sizes = [(role, size) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
         pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
@@ -272,8 +302,8 @@ def _save(
         _insert_turns(conn, conversation_id, stored[-1][0] + 1 if stored else 0, turns)
         kept = sizes[pruned:]
         size = text_bytes(system) + sum(s for _, s in kept)
-        _write_summary(conn, conversation_id, model, system, now, len(kept), size)
-    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now)
+        _write_summary(conn, conversation_id, model, system, now, len(kept), size, totals)
+    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now, totals)
     return SaveResult(summary, pruned)
 
 
@@ -472,11 +502,13 @@ class SQLiteStore:
         limits: Limits,
         now: float,
         create: bool = True,
+        totals: Totals | None = None,
     ) -> SaveResult:
-        check_exchange(principal, conversation_id, turns)
+        check_exchange(principal, conversation_id, turns, totals)
         batch = tuple(turns)
         return await self._run(
-            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now, create)
+            lambda conn: _save(conn, principal, conversation_id, model, system, title, batch, limits, now, create,
+                               totals)
         )
 
     async def list(self, principal: str, *, limit: int = 50) -> builtins.list[ConversationSummary]:

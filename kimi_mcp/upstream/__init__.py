@@ -7,8 +7,9 @@
     retry     whether and when to try again
     client    `KimiClient`: the pooled HTTP client, the concurrency cap, timeouts, retries
 
-May import: `kimi_mcp.errors`, `kimi_mcp.settings`, `kimi_mcp.catalogue` (the model a request is for).
-Never the chat, store, server or cli layers, and never the MCP SDK.
+May import: `kimi_mcp.errors`, `kimi_mcp.settings`, `kimi_mcp.catalogue` (the model a request is for),
+`kimi_mcp.telemetry` (its span and metrics) and `kimi_mcp.prices` (the cost metric). Never the chat,
+store, server or cli layers, and never the MCP SDK.
 """
 
 from .client import CHAT_PATH, KimiClient, Outcome, Timeouts, make_http_client

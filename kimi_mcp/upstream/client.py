@@ -2,8 +2,10 @@
 
 `KimiClient.chat` sends a body to `POST {base}/kimi/chat/completions`, plain or streamed, retries
 what a retry can fix (see `retry`), holds a concurrency slot while it talks to the upstream, and
-returns a `ChatReply` or raises a `KimiError`. Nothing here knows about MCP, conversations or
-tools: it may import `kimi_mcp.errors`, `kimi_mcp.settings` and this package.
+returns a `ChatReply` or raises a `KimiError`. Each call is one OpenTelemetry CLIENT span and
+its attempts, retries, waits and tokens are counted (`kimi_mcp.telemetry`). Nothing here knows about
+MCP, conversations or tools: it may import `kimi_mcp.errors`, `kimi_mcp.settings`,
+`kimi_mcp.telemetry`, `kimi_mcp.prices` and this package.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
 
+from .. import telemetry
 from ..errors import TOKEN_HELP, AuthError, InvalidResponse, KimiError, NetworkError, TimeoutError_
+from ..prices import PriceTable, estimate_cost
 from ..settings import Secret, Settings
 from .failures import from_error_object, from_status, html_title
 from .reading import ACCEPT_ENCODING, decoded_chunks, lines, read_body
@@ -63,6 +68,10 @@ class _Received:
 
     acc: StreamAccumulator | None = None
     delivered: bool = False  # some of the answer reached the caller: never retry after this
+    sent: float | None = None
+    """When the attempt got its concurrency slot (None: it never did)."""
+    first_token_s: float | None = None
+    """Seconds from `sent` to the first answer or reasoning token of a stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +105,19 @@ class KimiClient:
         timeouts: Timeouts,
         retry: RetryPolicy,
         max_concurrency: int,
+        prices: PriceTable | None = None,
     ) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + CHAT_PATH
+        parts = urlsplit(self._url)
+        self._server = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         self._token = token
         self._timeouts = timeouts
         self._retry = retry
+        self._prices = prices
+        """The table whose estimates the cost metric counts (None: the built-in one)."""
         self._slots = anyio.CapacityLimiter(max_concurrency)
+        telemetry.watch_slots(self._slots)
 
     async def chat(
         self,
@@ -111,7 +126,23 @@ class KimiClient:
         on_delta: DeltaHook | None = None,
         on_queued: QueueHook | None = None,
     ) -> Outcome:
-        """One call with retries, all inside the call's overall deadline."""
+        """One call with retries, all inside the call's overall deadline, as one span."""
+        with telemetry.upstream_call(body, address=self._server[0], port=self._server[1]) as measured:
+            outcome, received = await self._chat(body, on_delta, on_queued, measured)
+            reply = outcome.reply
+            model = str(body.get("model") or "")
+            measured.finished(response_id=reply.id, response_model=reply.model, finish_reason=reply.finish_reason,
+                              usage=reply.usage, attempts=outcome.attempts, first_token_s=received.first_token_s,
+                              cost_usd=estimate_cost(model, reply.usage, self._prices))
+            return outcome
+
+    async def _chat(
+        self,
+        body: dict[str, Any],
+        on_delta: DeltaHook | None,
+        on_queued: QueueHook | None,
+        measured: telemetry.UpstreamCall,
+    ) -> tuple[Outcome, _Received]:
         if self._token is None:
             raise AuthError("no API token is configured", hint=TOKEN_HELP)
         if not _sendable(self._token.reveal()):
@@ -126,10 +157,11 @@ class KimiClient:
                 while True:
                     attempts += 1
                     received = _Received()
+                    measured.begin()
                     try:
                         reply = await self._attempt(body, on_delta, on_queued, received)
-                        return Outcome(reply, attempts)
                     except KimiError as error:
+                        measured.attempt(error.kind, first_token_s=received.first_token_s)
                         error.details["attempts"] = attempts
                         if not should_retry(error, retries_done=attempts - 1, policy=self._retry,
                                             answer_started=received.delivered):
@@ -138,7 +170,11 @@ class KimiClient:
                         if time.monotonic() + delay >= deadline:
                             raise
                         log.info("upstream %s (attempt %d); retrying in %.2fs", error.kind, attempts, delay)
+                        measured.retry(error, attempts, delay)
                         await anyio.sleep(delay)
+                    else:
+                        measured.attempt(None, first_token_s=received.first_token_s)
+                        return Outcome(reply, attempts), received
         except TimeoutError:
             late = TimeoutError_(f"no complete answer within {overall:g} s (KIMI_REQUEST_TIMEOUT)",
                                  details={"attempts": attempts})
@@ -153,7 +189,10 @@ class KimiClient:
     ) -> ChatReply:
         if on_queued is not None and self._slots.available_tokens < 1:
             await on_queued()
+        asked = time.monotonic()
         async with self._slots:
+            received.sent = time.monotonic()
+            telemetry.queue_wait(received.sent - asked)
             try:
                 if body.get("stream"):
                     return await self._stream(body, on_delta, received)
@@ -250,7 +289,11 @@ class KimiClient:
                 if acc.done:
                     return
                 raise NetworkError("the upstream stream ended before [DONE]") from None
-            if acc.feed_line(line) is not None and on_delta is not None:
+            if acc.feed_line(line) is None:
+                continue
+            if received.first_token_s is None and received.sent is not None:
+                received.first_token_s = time.monotonic() - received.sent
+            if on_delta is not None:
                 received.delivered = True
                 await on_delta(acc)
         # Read the stream to its end (normally just the blank line and the chunked terminator), so

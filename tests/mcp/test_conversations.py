@@ -248,7 +248,9 @@ async def test_concurrent_calls_on_one_conversation_are_serialized(shared: Clien
 
 
 async def test_trimming_at_the_context_window(shared: Client, fake: FakeAce) -> None:
-    """~25k-token prompts on the 128K model: the sixth call drops the oldest exchange, not the system."""
+    """~25k-token prompts on the 128K model: the sixth call drops the oldest exchanges, never the system,
+    in one step of about 40 % of the window (two exchanges here); the seventh keeps the same cut, so the
+    prefix Kimi cached stays the prefix sent."""
     def big(i: int) -> str:
         return f"turn {i} " + "x" * 100_000
 
@@ -259,13 +261,16 @@ async def test_trimming_at_the_context_window(shared: Client, fake: FakeAce) -> 
     assert len(sent(fake)) == 1 + 2 * 4 + 1  # call 5 still sent everything
 
     sixth = await chat(shared, prompt=big(6), conversation_id=cid)
-    assert sixth["dropped_turns"] == 2
-    assert "2 oldest turns were left out" in (sixth["notice"] or "")
+    assert sixth["dropped_turns"] == 4
+    assert "4 oldest turns were left out" in (sixth["notice"] or "")
     messages = sent(fake)
     assert messages[0] == {"role": "system", "content": "SYS"}
-    assert messages[1:] == [*(t for i in range(2, 6) for t in exchange(big(i))), {"role": "user", "content": big(6)}]
+    assert messages[1:] == [*(t for i in range(3, 6) for t in exchange(big(i))), {"role": "user", "content": big(6)}]
+    seventh = await chat(shared, prompt=big(7), conversation_id=cid)
+    assert seventh["dropped_turns"] == 4
+    assert sent(fake)[: len(messages)] == [*messages[:-1], *exchange(big(6))][: len(messages)]  # same prefix
     # trimming only shapes the request: storage keeps every turn
-    assert len((await transcript(shared, cid))["turns"]) == 12
+    assert len((await transcript(shared, cid))["turns"]) == 14
 
 
 async def test_max_tokens_shrinks_the_history_budget(shared: Client, fake: FakeAce) -> None:
@@ -289,16 +294,15 @@ async def test_max_tokens_shrinks_the_history_budget(shared: Client, fake: FakeA
 
 async def test_stored_turn_and_byte_limits_prune_oldest(fake: FakeAce, tmp_path: Path) -> None:
     """KIMI_MAX_TURNS / KIMI_MAX_CONVERSATION_BYTES delete the oldest exchanges from storage (in-process)."""
-    env = {"KIMI_STORE": str(tmp_path / "c.sqlite3"), "KIMI_MAX_TURNS": "4", **SHARED_ENV}
+    env = {"KIMI_STORE": str(tmp_path / "c.sqlite3"), "KIMI_MAX_TURNS": "8", **SHARED_ENV}
     async with connect("memory", fake, env=env) as c:
         cid = (await chat(c, prompt="q1"))["conversation_id"]
-        assert (await chat(c, prompt="q2", conversation_id=cid))["pruned_turns"] == 0
-        third = await chat(c, prompt="q3", conversation_id=cid)
-        assert third["pruned_turns"] == 2
-        assert (await transcript(c, cid))["turns"] == [*exchange("q2"), *exchange("q3")]
-        assert (await listed(c))[cid]["turns"] == 4
-        await chat(c, prompt="q4", conversation_id=cid)
-        assert sent(fake) == [*exchange("q2"), *exchange("q3"), {"role": "user", "content": "q4"}]
+        pruned = [(await chat(c, prompt=f"q{n}", conversation_id=cid))["pruned_turns"] for n in range(2, 6)]
+        assert pruned == [0, 0, 0, 4]  # over 8 turns: down to 6 at once
+        assert (await transcript(c, cid))["turns"] == [*exchange("q3"), *exchange("q4"), *exchange("q5")]
+        assert (await listed(c))[cid]["turns"] == 6
+        await chat(c, prompt="q6", conversation_id=cid)
+        assert sent(fake) == [*exchange("q3"), *exchange("q4"), *exchange("q5"), {"role": "user", "content": "q6"}]
 
     env = {"KIMI_STORE": str(tmp_path / "b.sqlite3"), "KIMI_MAX_CONVERSATION_BYTES": "1000", **SHARED_ENV}
     prompts = [f"{i}" * 300 for i in range(4)]  # an exchange is 321 bytes: three fit in 1000, four do not
@@ -306,8 +310,8 @@ async def test_stored_turn_and_byte_limits_prune_oldest(fake: FakeAce, tmp_path:
         # a model that does not think: no stored reasoning adds to the exchange's bytes
         cid = (await chat(c, prompt=prompts[0], model="kimi-k2-instruct-0905"))["conversation_id"]
         pruned = [(await chat(c, prompt=p, conversation_id=cid))["pruned_turns"] for p in prompts[1:]]
-        assert pruned == [0, 0, 2]
-        assert (await transcript(c, cid))["turns"] == [t for p in prompts[1:] for t in exchange(p)]
+        assert pruned == [0, 0, 4]  # over 1000 bytes: down to 750 at once
+        assert (await transcript(c, cid))["turns"] == [t for p in prompts[2:] for t in exchange(p)]
 
 
 # --------------------------------------------------------------------------- list, read, delete
@@ -327,14 +331,16 @@ async def test_list_read_delete_tools_and_resources(shared: Client, fake: FakeAc
     assert len(title) == 80 and title.endswith("…")
     assert title.startswith("Please review this design document carefully")
     assert by_id[older]["turns"] == 4 and by_id[older]["model"] == DEFAULT_ID
-    assert by_id[newer] | {"last_used": ""} == {"conversation_id": newer, "title": "Short one",
-                                                 "model": "kimi-k2-turbo-preview", "turns": 2, "last_used": ""}
+    assert by_id[newer] | {"last_used": "", "totals": None} == {  # totals: see tests/mcp/test_cost.py
+        "conversation_id": newer, "title": "Short one", "model": "kimi-k2-turbo-preview", "turns": 2, "last_used": "",
+        "totals": None}
     assert by_id[newer]["last_used"].endswith("+00:00")
     assert (await call(shared, "kimi_list_conversations", limit=1))["conversations"][0]["conversation_id"] == newer
 
     read = await transcript(shared, older)
-    assert read == {"conversation_id": older, "title": title, "model": DEFAULT_ID, "system": "Reviewer.",
-                    "turns": [*exchange(long_prompt), *exchange("a later prompt does not retitle")]}
+    assert read | {"totals": None} == {
+        "conversation_id": older, "title": title, "model": DEFAULT_ID, "system": "Reviewer.",
+        "turns": [*exchange(long_prompt), *exchange("a later prompt does not retitle")], "totals": None}
 
     resource = await shared.read_resource(f"kimi://conversations/{older}")
     assert resource.contents[0].mime_type == "application/json"
@@ -529,3 +535,49 @@ async def test_continued_conversation_is_checked_against_its_own_model(fake: Fak
         assert refused["kind"] == "invalid_arguments"
         assert "kimi-k2-thinking" in refused["message"] and "kimi-k2-instruct-0905" not in refused["message"]
         assert fake.requests == []
+
+
+# --------------------------------------------------------------------------- no history
+
+
+async def test_store_false_keeps_nothing_and_touches_no_store(fake: FakeAce, tmp_path: Path) -> None:
+    """KIMI_STORE names a directory, so every store read or write fails: `store: false` still
+    answers (it reads and writes nothing), where a stored call reports the store's failure."""
+    async with connect("memory", fake, env={"KIMI_STORE": str(tmp_path), **SHARED_ENV}) as c:
+        result = await c.call_tool("kimi_chat", {"prompt": "one-off", "store": False})
+        assert not result.is_error, result.content
+        assert result.structured_content is not None
+        assert result.structured_content["conversation_id"] is None
+        assert result.structured_content["text"] == DEFAULT_CONTENT
+        assert result.content[0].text.endswith("[not stored]")  # type: ignore[union-attr]
+        assert (await fail(c, "kimi_chat", prompt="kept"))["kind"] == "storage"
+        refused = await fail(c, "kimi_chat", prompt="again", conversation_id="conv_x", store=False)
+        assert refused["kind"] == "invalid_arguments" and "store is false" in refused["message"]
+    assert sent(fake, 0) == [{"role": "user", "content": "one-off"}]
+
+
+async def test_store_false_answers_still_resume_after_the_soft_deadline(fake: FakeAce) -> None:
+    full = "".join(f"{i:02d}|" for i in range(40))  # 120 characters, 3 s of stream
+    fake.script(reply(full, chunk_size=4, chunk_delay=0.1))
+    async with connect("memory", fake, env={**SHARED_ENV, "KIMI_SOFT_DEADLINE": "1"}) as c:
+        first = await chat(c, prompt="slow one-off", store=False)
+        assert first["finish_reason"] == "deadline" and first["conversation_id"]  # the resume handle
+        pieces = [first]
+        while pieces[-1]["finish_reason"] == "deadline":
+            assert len(pieces) < 10
+            pieces.append(await chat(c, conversation_id=first["conversation_id"], resume=True))
+        assert "".join(p["text"] for p in pieces) == full
+        assert pieces[-1]["conversation_id"] is None  # nothing to continue
+        assert first["conversation_id"] not in await listed(c)
+
+
+async def test_kimi_store_none_keeps_no_conversation(fake: FakeAce, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"KIMI_STORE": "none", "XDG_DATA_HOME": str(data), **SHARED_ENV}
+    async with connect("stdio", fake, env=env) as c:
+        answered = await chat(c, prompt="hello")
+        assert answered["conversation_id"] is None and answered["text"] == DEFAULT_CONTENT
+        assert await listed(c) == {}
+        refused = await fail(c, "kimi_chat", prompt="more", conversation_id="conv_anything")
+        assert refused["kind"] == "invalid_arguments" and "KIMI_STORE=none" in refused["message"]
+    assert not data.exists() or not any(data.rglob("*"))  # no store file was written

@@ -54,7 +54,7 @@ async def test_tools_listed(client: Client) -> None:
     props = chat.input_schema["properties"]
     assert set(props) == {"prompt", "system", "messages", "model", "max_tokens", "temperature", "top_p", "stop",
                           "thinking", "reasoning_effort", "include_reasoning", "conversation_id", "resume",
-                          "answer_id", "files", "images"}
+                          "answer_id", "files", "images", "store"}
     assert {"minimum": 0, "maximum": 2, "type": "number"}.items() <= props["temperature"]["anyOf"][0].items()
     assert {"minimum": 0, "maximum": 1, "type": "number"}.items() <= props["top_p"]["anyOf"][0].items()
     assert props["max_tokens"]["anyOf"][0]["minimum"] == 1

@@ -49,6 +49,7 @@ def test_wheel_metadata(wheel: zipfile.ZipFile) -> None:
 def test_wheel_contents(wheel: zipfile.ZipFile) -> None:
     names = wheel.namelist()
     assert "kimi_mcp/py.typed" in names
+    assert "kimi_mcp/prices.json" in names  # the built-in price table is package data
     assert "kimi_mcp/store/sqlite.py" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))

@@ -29,6 +29,7 @@ from kimi_mcp.store import (
     SaveResult,
     SQLiteStore,
     StorageError,
+    Totals,
     Turn,
     default_store_path,
     new_answer_id,
@@ -63,6 +64,7 @@ async def save(
     model: str = "kimi-k2",
     system: str | None = None,
     limits: Limits | None = None,
+    totals: Totals | None = None,
 ) -> SaveResult:
     return await store.save_exchange(
         principal,
@@ -73,6 +75,7 @@ async def save(
         turns=turns,
         limits=limits or Limits(),
         now=now,
+        totals=totals,
     )
 
 
@@ -236,13 +239,15 @@ class StoreContract:
         assert await store.purge_expired(older_than=5.0) == 0
 
     async def test_max_turns_prunes_oldest_pairs(self, store: ConversationStore) -> None:
-        limits = Limits(max_turns=4)
-        results = [await save(store, "conv_a", pair(i), now=float(i + 1), limits=limits) for i in range(3)]
-        assert [r.pruned_turns for r in results] == [0, 0, 2]
+        """Over the cap, the oldest exchanges go down to three quarters of it at once: the oldest turn
+        (where Kimi's cached prefix starts) then stays for the next calls."""
+        limits = Limits(max_turns=8)
+        results = [await save(store, "conv_a", pair(i), now=float(i + 1), limits=limits) for i in range(7)]
+        assert [r.pruned_turns for r in results] == [0, 0, 0, 0, 4, 0, 4]
         conv = await store.get("local", "conv_a")
         assert conv is not None
-        assert conv.turns == tuple(pair(1) + pair(2))
-        assert results[-1].conversation == conv.summary and conv.summary.turns == 4
+        assert conv.turns == tuple(pair(4) + pair(5) + pair(6))
+        assert results[-1].conversation == conv.summary and conv.summary.turns == 6
 
     async def test_max_bytes_prunes_oldest_pairs(self, store: ConversationStore) -> None:
         limits = Limits(max_bytes=450)  # 100-byte system prompt + 200-byte pairs: room for one pair
@@ -289,6 +294,50 @@ class StoreContract:
         await save(store, "conv_a", pair(0))
         await store.close()
         await store.close()
+
+    # Running totals (tokens and estimated cost)
+
+    async def test_totals_start_at_zero_and_add_up_with_each_save(self, store: ConversationStore) -> None:
+        first = await save(store, "conv_a", pair(0))
+        assert first.conversation.totals == Totals()
+        second = await save(store, "conv_a", pair(1), now=2.0, totals=Totals(100, 20, 30, 0.1, 0))
+        third = await save(store, "conv_a", pair(2), now=3.0, totals=Totals(7, 3, 0, 0.2, 1))
+        expected = Totals(107, 23, 30, 0.1 + 0.2, 1)
+        assert second.conversation.totals == Totals(100, 20, 30, 0.1, 0)
+        assert third.conversation.totals == expected
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary.totals == expected
+        assert await store.summary("local", "conv_a") == conv.summary == third.conversation
+        assert [s.totals for s in await store.list("local")] == [expected]
+
+    async def test_totals_are_per_conversation_and_outlive_pruning(self, store: ConversationStore) -> None:
+        limits = Limits(max_turns=2)
+        for i in range(3):
+            await save(store, "conv_a", pair(i), now=float(i + 1), limits=limits, totals=Totals(10, 1, 2, 0.5, 0))
+        await save(store, "conv_b", pair(0), totals=Totals(1, 1, 1, 0.25, 0))
+        a, b = await store.summary("local", "conv_a"), await store.summary("local", "conv_b")
+        assert a is not None and a.turns == 2 and a.totals == Totals(30, 3, 6, 1.5, 0)  # spent, not kept
+        assert b is not None and b.totals == Totals(1, 1, 1, 0.25, 0)
+
+    async def test_totals_of_a_refused_save_are_not_added(self, store: ConversationStore) -> None:
+        await save(store, "conv_a", pair(0), totals=Totals(5, 5, 0, 0.5, 0))
+        with pytest.raises(ConversationNotFound):
+            await save(store, "conv_a", pair(1), principal="someone-else", totals=Totals(9, 9, 9, 9.0, 9))
+        with pytest.raises(ConversationNotFound):
+            await store.save_exchange("local", "conv_gone", model="m", system=None, title="t", turns=pair(0),
+                                      limits=Limits(), now=1.0, create=False, totals=Totals(1, 1, 1, 1.0, 0))
+        summary = await store.summary("local", "conv_a")
+        assert summary is not None and summary.totals == Totals(5, 5, 0, 0.5, 0)
+        assert await store.summary("local", "conv_gone") is None
+
+    @pytest.mark.parametrize("bad", [
+        Totals(prompt_tokens=-1), Totals(cached_tokens=-5), Totals(unpriced_calls=-1),
+        Totals(cost_usd=-0.01), Totals(cost_usd=float("nan")), Totals(cost_usd=float("inf")),
+    ])
+    async def test_invalid_totals_are_refused_without_writing(self, store: ConversationStore, bad: Totals) -> None:
+        with pytest.raises(ValueError, match="totals"):
+            await save(store, "conv_a", pair(0), totals=bad)
+        assert await store.get("local", "conv_a") is None
 
     # Answer records
 
@@ -614,7 +663,7 @@ class TestSQLiteStore(StoreContract):
 
     async def test_schema_version_and_journal_mode_are_recorded(self, store: SQLiteStore, path: Path) -> None:
         await store.list("local")
-        assert _pragma(path, "user_version") == SCHEMA_VERSION == 2
+        assert _pragma(path, "user_version") == SCHEMA_VERSION == 3
         assert _pragma(path, "journal_mode") == "wal"
 
     async def test_a_created_answer_is_committed_and_survives_reopening(self, store: SQLiteStore, path: Path) -> None:
@@ -662,7 +711,7 @@ class TestSQLiteStore(StoreContract):
             s = conv.summary
             assert (s.title, s.model, s.turns, s.size_bytes) == ("Old", "kimi-k2", 2, 24)
             assert (s.created_at, s.updated_at) == (1.0, 2.0)
-            assert _pragma(path, "user_version") == 2
+            assert _pragma(path, "user_version") == SCHEMA_VERSION
             await store.create_answer(answer(conversation_id="conv_old"))
             assert [r.id for r in await store.answers_in("local", "conv_old", now=2.0)] == ["ans_a"]
             await save(store, "conv_old", pair(1), now=3.0)  # and conversations are still written normally
@@ -672,6 +721,48 @@ class TestSQLiteStore(StoreContract):
             await store.close()
         if sys.platform != "win32":
             assert (await anyio.Path(path).stat()).st_mode & 0o777 == 0o600
+
+    async def test_version_2_file_migrates_in_place(self, path: Path) -> None:
+        """A file kimi-mcp wrote at schema 2 gets running totals; its conversations start at zero."""
+        from kimi_mcp.store.sqlite import _migrate_to_2  # a frozen step: what version 2 wrote
+
+        await anyio.Path(path.parent).mkdir(parents=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            _migrate_to_2(conn)
+            conn.execute(
+                "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', NULL, 1.0, 2.0, 2, 20)"
+            )
+            conn.execute("INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)")
+            conn.execute("INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', NULL, 1.5)")
+            conn.execute("PRAGMA user_version = 2")
+        store = SQLiteStore(path)
+        try:
+            conv = await store.get("local", "conv_old")
+            assert conv is not None and conv.turns[1].content == "answer 0"
+            assert (conv.summary.turns, conv.summary.size_bytes, conv.summary.totals) == (2, 20, Totals())
+            assert _pragma(path, "user_version") == SCHEMA_VERSION == 3
+            saved = await save(store, "conv_old", pair(1), now=3.0, totals=Totals(4, 2, 1, 0.125, 0))
+            assert saved.conversation.totals == Totals(4, 2, 1, 0.125, 0)
+        finally:
+            await store.close()
+
+    async def test_totals_survive_close_and_reopen(self, store: SQLiteStore, path: Path) -> None:
+        await save(store, "conv_a", pair(0), totals=Totals(10, 4, 2, 0.3, 0))
+        await save(store, "conv_a", pair(1), now=2.0, totals=Totals(20, 5, 10, 0.4, 1))
+        await store.close()
+        reopened = SQLiteStore(path)
+        try:
+            summary = await reopened.summary("local", "conv_a")
+            assert summary is not None and summary.totals == Totals(30, 9, 12, 0.3 + 0.4, 1)
+            await save(reopened, "conv_a", pair(2), now=3.0, totals=Totals(1, 1, 1, 0.1, 0))
+            again = await reopened.summary("local", "conv_a")
+            assert again is not None and again.totals == Totals(31, 10, 13, 0.3 + 0.4 + 0.1, 1)
+        finally:
+            await reopened.close()
 
     async def test_the_next_schema_version_is_refused(self, path: Path) -> None:
         await anyio.Path(path.parent).mkdir(parents=True)
@@ -805,6 +896,14 @@ def test_pruning_drops_whole_exchanges() -> None:
     assert plan_pruning(0, turns, 2, Limits(max_turns=2)) == 3
     assert plan_pruning(0, turns, 2, Limits(max_turns=4)) == 3
     assert plan_pruning(0, turns, 2, Limits(max_turns=5)) == 0
+
+
+def test_pruning_goes_to_three_quarters_of_the_limit_at_once() -> None:
+    pairs = [("user", 10), ("assistant", 10)] * 101  # 202 turns, 2,020 bytes
+    assert plan_pruning(0, pairs, 2, Limits(max_turns=202)) == 0
+    assert plan_pruning(0, pairs, 2, Limits(max_turns=200)) == 202 - 150
+    assert plan_pruning(0, pairs, 2, Limits(max_bytes=2_000)) == 202 - 150
+    assert plan_pruning(0, pairs[:-2], 2, Limits(max_turns=200)) == 0  # at the cap: nothing yet
 
 
 def test_limits_must_be_positive() -> None:

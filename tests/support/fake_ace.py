@@ -8,6 +8,8 @@ Bodies, streams and errors take the shapes Ace documents for Kimi (and Moonshot'
 Script answers with the factories (`reply`, `ace_error`, `moonshot_error`, `raw`, `stream_raw`,
 `cut`, `stall`) through `FakeAce.script`, or over HTTP at `/_fake/*` from another process.
 Run `python tests/support/fake_ace.py [--port N] [--token T] [--latency S]` to serve until killed.
+With `cache_prefixes` on (`POST /_fake/cache {"prefixes": true}`), usage reports `cached_tokens` as
+Kimi's automatic prefix cache would: the longest prefix shared with an earlier request.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class RecordedRequest:
     finished_at: float | None = None
     client_closed: bool = False
     closed_at: float | None = None
+    cached_tokens: int | None = None  # what the prefix cache served (with `cache_prefixes` on)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view for `GET /_fake/requests` (body text only when it is not JSON)."""
@@ -105,6 +108,7 @@ class RecordedRequest:
             "received_at": self.received_at,
             "finished_at": self.finished_at,
             "closed_at": self.closed_at,
+            "cached_tokens": self.cached_tokens,
         }
         if self.json is None:
             out["body"] = self.body.decode("utf-8", "replace")
@@ -137,6 +141,8 @@ class FakeResponse:
     finish_reason: str | None = "stop"
     usage: dict[str, Any] | None = None
     reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens served from Kimi's prefix cache (set by the fake when `cache_prefixes` is on)."""
     chunk_size: int = 8
     chunk_delay: float = 0.0
     moonshot_usage: bool = False
@@ -343,6 +349,7 @@ def _usage(resp: FakeResponse, request: dict[str, Any]) -> dict[str, Any]:
         return resp.usage
     prompt = max(1, _tokens(json.dumps(request.get("messages", []))))
     details: dict[str, Any] = {}
+    cached: dict[str, Any] = {} if resp.cached_tokens is None else {"cached_tokens": resp.cached_tokens}
     if resp.reasoning_tokens is not None:
         completion = _tokens(resp.content) + resp.reasoning_tokens
         details["reasoning_tokens"] = resp.reasoning_tokens
@@ -352,7 +359,8 @@ def _usage(resp: FakeResponse, request: dict[str, Any]) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens_details": {}},
+        **cached,  # Moonshot's own place for it, as well as OpenAI's below
+        "prompt_tokens_details": {"cached_tokens_details": {}, **cached},
         "completion_tokens_details": details,
     }
 
@@ -797,6 +805,9 @@ class FakeAce:
         self.token = token
         self.check_token = check_token
         self.latency = latency
+        self.cache_prefixes = False
+        """Report `cached_tokens` as Kimi's automatic prefix cache would (off: none, as before)."""
+        self._prompts: deque[str] = deque(maxlen=16)  # a conversation's previous request is among the last few
         self.base_url = ""
         self._host = host
         self._port = port
@@ -904,6 +915,8 @@ class FakeAce:
             self._default = None
             self._requests.clear()
             self.retired = set()
+            self._prompts.clear()
+            self.cache_prefixes = False
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -977,6 +990,8 @@ class FakeAce:
             self._requests.append(req)
             self._changed.notify_all()
         resp, delay = self._choose(req)
+        if self.cache_prefixes and resp.kind in ("reply", "stall") and resp.usage is None:
+            resp = dataclasses.replace(resp, cached_tokens=self._cached_tokens(req))
         conn.request = req
         try:
             keep = await _answer(conn, req, resp, delay)
@@ -991,6 +1006,28 @@ class FakeAce:
             conn.request = None
             await conn.stop_watching()
         return keep and not conn.gone.is_set()
+
+    def _cached_tokens(self, req: RecordedRequest) -> int:
+        """Kimi caches prompt prefixes: the tokens of the longest prefix this request's messages share
+        with an earlier request's (whole characters of their JSON; binary search on C-speed compares)."""
+        body = req.json if isinstance(req.json, dict) else {}
+        prompt = json.dumps(body.get("messages", []))
+        best = 0
+        with self._lock:
+            for earlier in self._prompts:
+                low, high = best, min(len(prompt), len(earlier))
+                if prompt[:low] != earlier[:low]:
+                    continue
+                while low < high:
+                    mid = (low + high + 1) // 2
+                    if prompt[:mid] == earlier[:mid]:
+                        low = mid
+                    else:
+                        high = mid - 1
+                best = low
+            self._prompts.append(prompt)
+        req.cached_tokens = min(_tokens(prompt[:best]), max(1, _tokens(prompt)) - 1) if best else 0
+        return req.cached_tokens
 
     def _choose(self, req: RecordedRequest) -> tuple[FakeResponse, float]:
         """Route, check the token, then take the queue, the default, or the built-in reply."""
@@ -1024,6 +1061,9 @@ class FakeAce:
                 return 200, {"ok": True}
             if (req.method, req.path) == ("POST", "/_fake/reset"):
                 self.reset()
+                return 200, {"ok": True}
+            if (req.method, req.path) == ("POST", "/_fake/cache"):
+                self.cache_prefixes = body["prefixes"] is True
                 return 200, {"ok": True}
             if (req.method, req.path) == ("GET", "/_fake/requests"):
                 return 200, [r.to_dict() for r in self.requests]

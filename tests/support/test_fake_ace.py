@@ -523,3 +523,23 @@ async def test_two_hundred_concurrent_requests(fake: FakeAce) -> None:
     assert results == [200] * 200
     assert elapsed < 5.0, "the latency overlaps instead of adding up (40 s if serial)"
     assert len(fake.requests) == 200
+
+
+def test_the_prefix_cache_reports_the_prefix_shared_with_an_earlier_request(
+    fake: FakeAce, client: httpx2.Client
+) -> None:
+    history = [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "y" * 400}]
+    first = chat(client, messages=[*history, {"role": "user", "content": "one"}]).json()["usage"]
+    assert "cached_tokens" not in first  # off by default: nothing cached, as before
+    fake.cache_prefixes = True
+    cold = chat(client, messages=[*history, {"role": "user", "content": "two"}]).json()["usage"]
+    assert cold["cached_tokens"] == 0  # the fake remembers prompts only while the cache is on
+    warm = chat(client, messages=[*history, {"role": "user", "content": "three"}]).json()["usage"]
+    assert 200 <= warm["cached_tokens"] < warm["prompt_tokens"]
+    assert warm["prompt_tokens_details"]["cached_tokens"] == warm["cached_tokens"]
+    other = chat(client, messages=[{"role": "user", "content": "z" * 800}]).json()["usage"]
+    assert other["cached_tokens"] <= 10  # only the opening of the first message is shared
+    assert fake.requests[-2].cached_tokens == warm["cached_tokens"]
+    four = [*history, {"role": "user", "content": "four"}]
+    stream = client.post(CHAT_PATH, json={**BODY, "stream": True, "messages": four})
+    assert '"cached_tokens"' in stream.text

@@ -1,8 +1,10 @@
 """History trimming in `kimi_mcp.chat.conversations`: the token estimate, and `trim_history`, which
 drops the oldest whole exchanges to fit the context window (never starting on an assistant turn,
-counting reasoning and the answer's reserve)."""
+counting reasoning and the answer's reserve), in large steps that keep the prefix stable."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 from kimi_mcp.catalogue import ModelInfo
 from kimi_mcp.chat.conversations import estimate_tokens, trim_history
@@ -51,3 +53,21 @@ class TestTrimHistory:
         # thinking models reserve more for the answer when max_tokens is not given
         kept, dropped = trim_history([Message("user", "u")], [], small_model(4096 + 50), None, True)
         assert dropped == 1
+
+    def test_the_cut_moves_in_large_steps_as_the_conversation_grows(self) -> None:
+        """At the window's limit a growing conversation keeps its cut (so its cached prefix) for many
+        calls, and every history sent fits; cutting one exchange per call would move it every call."""
+        window = 10 + 5 + 31 * 40  # reserve, fixed, room for 40 turns (20 exchanges)
+        fixed = [Message("user", "q")]
+        history: list[Message] = []
+        cuts: list[int] = []
+        for n in range(100):
+            history += [Message("user", f"{n:02d}" + "u" * 98), Message("assistant", "a" * 100)]
+            kept, dropped = trim_history(history, fixed, small_model(window), 10, False)
+            assert kept == history[dropped:] and (not kept or kept[0].role == "user")
+            assert sum(estimate_tokens(m.content) + 1 + 4 for m in kept) <= 31 * 40
+            cuts.append(dropped)
+        assert cuts == sorted(cuts)  # the cut only ever moves forward
+        moves = sum(1 for a, b in pairwise(cuts) if a != b)
+        assert 0 < moves <= 100 // 8, cuts  # each move frees room for 8 or more exchanges
+        assert len(history) - cuts[-1] >= 2 * 10  # a long history is still sent
