@@ -9,12 +9,15 @@ a client: it is only ever the server's own setting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
+import signal
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+import threading
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -354,6 +357,26 @@ def serve_http(server: KimiServer, settings: Settings, tokens: dict[str, str]) -
             await uvicorn.Server(config).serve(sockets=[sock])
 
     try:
-        anyio.run(run)
+        with _stop_signals_handled_here():
+            anyio.run(run)
     finally:
         sock.close()
+
+
+@contextlib.contextmanager
+def _stop_signals_handled_here() -> Iterator[None]:
+    """uvicorn re-raises the SIGTERM/SIGINT that stopped it as soon as it has stopped serving, and
+    with the default handler in place that kills the process before the runtime closes (store,
+    pool, task records). With a handler of ours underneath, that re-raise is harmless and the
+    process ends the ordinary way once everything is closed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda sig, _frame: log.info("stopping on %s", signal.Signals(sig).name))
+                for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
