@@ -83,6 +83,7 @@ class Plan:
     scaling_levels: tuple[int, ...] = (10, 100, 1000)
     scaling_calls: int = 100
     cache_calls: int = 160         # exchanges in one conversation: past the window (~75) and the 200-turn cap
+    store_calls: int = 300         # sequential calls per store (SQLite vs PostgreSQL)
     cache_answer_chars: int = 14_000  # ~3,500 tokens per answer
 
     @classmethod
@@ -91,7 +92,7 @@ class Plan:
             return cls(quick=False)
         return cls(quick=True, calls=5, warmup=1, bursts=(16,), rounds=1, stream_calls=1, stream_chunks=3,
                    chunk_delay=0.11, startup_reps=0, memory_calls=5, stored_turns=400, scaling_levels=(10, 100),
-                   scaling_calls=3, cache_calls=4, cache_answer_chars=100)
+                   scaling_calls=3, cache_calls=4, cache_answer_chars=100, store_calls=3)
 
 
 @dataclass
@@ -790,6 +791,47 @@ async def cache_phase(plan: Plan, res: Results) -> None:
                         share >= 0.8))
 
 
+async def store_phase(plan: Plan, res: Results) -> None:
+    """Per call, continuing a conversation (10 stored turns) over stdio: one server on a SQLite file,
+    one on a private PostgreSQL (one replica), calls interleaved."""
+    from tests.support.postgres import find_bindir, start_private_server
+
+    bindir = find_bindir()
+    if bindir is None:
+        res.rows.append(Row("Per call on PostgreSQL (one replica) vs SQLite", "not measured",
+                            "no PostgreSQL server binaries here", "", "<= 1.2x", None))
+        return
+    pg = await anyio.to_thread.run_sync(start_private_server, bindir)
+    times: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    try:
+        with fake_process() as url, tempfile.TemporaryDirectory() as tmp:
+            stores = {"sqlite": str(Path(tmp) / "store.sqlite3"), "postgresql": pg.url()}
+            async with (server("ours", "stdio", url, KIMI_STORE=stores["sqlite"]) as lite,
+                        server("ours", "stdio", url, KIMI_STORE=stores["postgresql"]) as post):
+                say(f"store: {plan.store_calls} calls each on SQLite and PostgreSQL")
+                clients = {"sqlite": lite.client, "postgresql": post.client}
+                cids: dict[str, str] = {}
+                for name, client in clients.items():
+                    result = await client.call_tool("kimi_chat", {"prompt": PROMPT})
+                    assert isinstance(result.structured_content, dict), first_text(result)
+                    cids[name] = str(result.structured_content["conversation_id"])
+                    for _ in range(4 + min(plan.warmup, 10)):
+                        await chat(client, conversation_id=cids[name])
+                order = list(clients)
+                for i in range(plan.store_calls):
+                    for name in order if i % 2 == 0 else order[::-1]:
+                        times[name].append(await timed(partial(chat, clients[name], conversation_id=cids[name])))
+    finally:
+        await anyio.to_thread.run_sync(pg.remove)
+    ratio = median(times["postgresql"]) / median(times["sqlite"])
+    for name, ts in times.items():
+        res.detail("store", f"| {name} | {ms(median(ts))} | {ms(p95(ts))} | {len(ts)} |")
+    res.raw["store"] = times
+    res.rows.append(Row("Per call on PostgreSQL (one replica, same machine) vs SQLite, stdio, continuing a "
+                        "conversation", ms(median(times["postgresql"])), f"{ms(median(times['sqlite']))} (SQLite)",
+                        f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -845,6 +887,8 @@ DETAIL_HEADERS = {
                 "prune, to three quarters of it whenever over it)",
                 "| stored turns | messages sent | body | ours median | ours p95 | direct POST median | "
                 "ours - direct |\n|---|---|---|---|---|---|---|"),
+    "store": ("Per call by store: SQLite file vs a private PostgreSQL on the same machine (stdio, continuing "
+              "a conversation, calls interleaved)", "| store | median | p95 | calls |\n|---|---|---|---|"),
     "cache": ("Prompt cache: one kimi-k2.6 conversation of ~3,500-token answers, the fake reporting the prefix "
               "each request shares with an earlier one (Kimi's automatic cache)",
               "| calls | first cut at call | calls from then on | cuts (history shorter than before) | "
@@ -878,6 +922,7 @@ PHASES: dict[str, Callable[[Plan, Results], Awaitable[None]]] = {
     "memory": memory_phase,
     "scaling": scaling_phase,
     "cache": cache_phase,
+    "store": store_phase,
 }
 
 

@@ -10,6 +10,7 @@ for log collectors, one JSON object each (`JsonFormatter`, with the call's conte
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -27,11 +28,17 @@ MIN_FRAGMENT = 10
 """Runs of at least this many characters of a secret are masked wherever they appear."""
 
 
+@functools.lru_cache(maxsize=256)
+def _pieces(secret: str) -> frozenset[str]:
+    """Every MIN_FRAGMENT-character piece of a secret (made once per secret, not per string)."""
+    return frozenset(secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1))
+
+
 def _fragment_spans(text: str, secret: str) -> list[tuple[int, int]]:
     """Where any MIN_FRAGMENT-character piece of the secret occurs, merged into spans (C-speed finds,
     one per piece of the secret, so the cost is linear in the text)."""
     found: list[tuple[int, int]] = []
-    for piece in {secret[i:i + MIN_FRAGMENT] for i in range(len(secret) - MIN_FRAGMENT + 1)}:
+    for piece in _pieces(secret):
         at = text.find(piece)
         while at >= 0:
             found.append((at, at + MIN_FRAGMENT))
@@ -52,6 +59,8 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
             continue
         if len(secret) < MIN_FRAGMENT:
             text = text.replace(secret, MASK)
+            continue
+        if len(text) < MIN_FRAGMENT:  # too short to hold a fragment (most values of a result are)
             continue
         spans = _fragment_spans(text, secret)
         if spans:
