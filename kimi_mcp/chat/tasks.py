@@ -435,8 +435,11 @@ class Tasks:
                 state = replace(end, delivered=state.delivered, model=end.model or state.model)
             if delivered is not None:
                 state = replace(state, delivered=max(state.delivered, delivered))
+            # Only the owner's writes are heartbeats: another process handing over a piece keeps the
+            # record's time, or a resume elsewhere would keep a dead owner's answer "working" forever.
+            now = time.time() if record.owner == self.owner else record.updated_at
             await self.store.update_answer(
-                principal, answer_id, now=time.time(), status=status, status_message=status,
+                principal, answer_id, now=now, status=status, status_message=status,
                 text=None if text is None else redact(text[:MAX_RECORD_CHARS], self._secrets),
                 result=state.dumps())
         except (StorageError, ValueError, OSError) as exc:

@@ -73,6 +73,11 @@ class Replica:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: alive to this machine, silent to everyone, as a replica on a machine that died
+        (only its lapsed lease tells; `running` kills it at the end)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
 
 def start_replica(name: str, env: dict[str, str]) -> Replica:
     port = free_port()
@@ -97,6 +102,7 @@ def running(*replicas: Replica) -> Iterator[tuple[Replica, ...]]:
     finally:
         for replica in replicas:
             if replica.proc.poll() is None:
+                replica.proc.send_signal(signal.SIGCONT)  # a frozen one, too, can stop
                 stop_process(replica.proc)
 
 
@@ -130,6 +136,7 @@ defaults
     timeout connect 5s
     timeout client 120s
     timeout server 120s
+    option abortonclose  # a client that closes its request (a cancel) reaches the replica at once
 frontend mcp
     bind 127.0.0.1:{port}
     default_backend replicas
@@ -337,18 +344,20 @@ def test_a_soft_deadline_answer_is_resumed_on_another_replica(pair: tuple[Replic
     assert [t["content"] for t in stored] == ["count", full]  # stored once, whole
 
 
+@pytest.mark.parametrize("death", ["kill", "freeze"])
 def test_a_killed_replica_s_answer_is_interrupted_on_the_survivor(
-    env: dict[str, str], pair: tuple[Replica, Replica], fake: FakeAce
+    env: dict[str, str], pair: tuple[Replica, Replica], fake: FakeAce, death: str
 ) -> None:
-    """kill -9 of the replica that owns a task: another reports it interrupted (completed, with an
-    error result carrying the partial text) once its lease lapses."""
+    """kill -9 of the replica that owns a task (known at once on this machine: its pid is gone), or a
+    frozen one (as on a machine that died: only its lease tells): another reports it interrupted
+    (completed, with an error result carrying the partial text) within the lease."""
     with running(start_replica("doomed", env)) as (doomed,):
         fake.script(stall(after_chunks=6))
         task_id = doomed.wire().chat({"prompt": "long"})["result"]["taskId"]
         survivor = pair[0].wire()
         time.sleep(2.5)  # the record follows the answer every 2 s
         assert survivor.get(task_id)["result"]["status"] == "working"
-        doomed.kill()
+        doomed.kill() if death == "kill" else doomed.freeze()
         killed_at = time.monotonic()
         state = survivor.until_done(task_id, limit=LEASE_S + 10)
         noticed = time.monotonic() - killed_at
@@ -403,3 +412,30 @@ def test_a_database_restart_gives_storage_errors_then_recovery(restartable: Priv
         assert replica.proc.poll() is None  # it stayed up
         log = replica.log.read_text(errors="replace")
     assert "Traceback" not in log
+
+
+def test_resuming_elsewhere_never_keeps_a_dead_replica_s_answer_alive(env: dict[str, str], fake: FakeAce) -> None:
+    """A resume on a survivor hands over pieces of the record without touching its owner's lease:
+    once the dead owner's lease lapses, resume says the answer was lost (a resume renewing the
+    lease kept it "working" for as long as someone kept asking)."""
+    quick = {**env, "KIMI_SOFT_DEADLINE": "1"}  # resumes come back faster than the lease lapses
+    with running(start_replica("doomed", quick), start_replica("survivor", quick)) as (doomed, alive):
+        fake.script(stall(after_chunks=2))
+        cut = doomed.wire().chat({"prompt": "long"}, meta=WITHOUT_TASKS)["result"]["structuredContent"]
+        assert cut["finish_reason"] == "deadline", cut
+        doomed.freeze()  # its pid lives on: only the lease tells
+        resumed = _resume_until_lost(alive.wire(), cut)
+    error = resumed["structuredContent"]["error"]
+    assert error["kind"] == "interrupted" and error["partial_text"] == cut["text"]
+
+
+def _resume_until_lost(survivor: Wire, cut: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + LEASE_S + 20
+    while True:
+        resumed = survivor.chat({"conversation_id": cut["conversation_id"], "resume": True,
+                                 "answer_id": cut["answer_id"]}, meta=WITHOUT_TASKS)["result"]
+        if resumed["isError"]:
+            break
+        assert time.monotonic() < deadline, "the dead replica's answer stayed 'working'"
+        assert resumed["structuredContent"]["finish_reason"] == "deadline"
+    return resumed

@@ -196,7 +196,7 @@ async def test_sigterm_stops_the_http_server_in_bounded_time(fake: FakeAce, tmp_
     # It ended the ordinary way, after the runtime closed: the store's last connection checkpointed
     # and removed its write-ahead log (uvicorn's re-raised SIGTERM used to kill it before that).
     assert proc.returncode == 0, (tmp_path / "server.log").read_text(errors="replace")[-2000:]
-    assert not Path(f"{store}-wal").exists()
+    assert not await anyio.Path(f"{store}-wal").exists()
     assert "stopping on SIGTERM" in (tmp_path / "server.log").read_text(errors="replace")
     with sqlite3.connect(store) as conn:
         assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 2
