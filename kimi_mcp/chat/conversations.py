@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,10 @@ def unknown_conversation(conversation_id: str) -> InvalidArguments:
     )
 
 
+ACTIVE_KEEP = 32
+ACTIVE_BYTES = 64 * 1024 * 1024
+"""At most this many conversations, of at most this many stored bytes together, kept in memory
+between calls (the most recently used; one is kept whatever its size)."""
 TRIM_STEP = 0.4
 """A trimmed history's cut moves in steps of this share of the context budget (see `trim_history`)."""
 
@@ -78,12 +83,19 @@ def estimate_tokens(text: str) -> int:
     return ascii_chars // 4 + (len(text) - ascii_chars) + 1
 
 
+def message_costs(history: Sequence[Message]) -> list[int]:
+    """Each history message's estimated tokens, as `trim_history` counts them."""
+    return [estimate_tokens(m.content) + estimate_tokens(m.reasoning or "") + TOKENS_PER_MESSAGE for m in history]
+
+
 def trim_history(
-    history: Sequence[Message], fixed: Sequence[Message], model: ModelInfo, max_tokens: int | None, thinks: bool
+    history: Sequence[Message], fixed: Sequence[Message], model: ModelInfo, max_tokens: int | None, thinks: bool,
+    costs: Sequence[int] | None = None,
 ) -> tuple[list[Message], int]:
     """Drop the oldest history turns (whole exchanges) until everything fits the context window.
 
-    `fixed` (the system turn and the new turns) is never dropped. The cut is made in large, stable
+    `fixed` (the system turn and the new turns) is never dropped; `costs` are `message_costs(history)`
+    when the caller has them already. The cut is made in large, stable
     steps, for Kimi's prompt cache: it can only fall on a checkpoint, the first exchange starting
     after each `TRIM_STEP` of the budget counted from the oldest turn. Older turns never change, so
     neither do the checkpoints: a cut stays where it is for many calls (the prefix Kimi has cached
@@ -93,7 +105,8 @@ def trim_history(
     """
     reserve = max_tokens or (ANSWER_RESERVE_THINKING if thinks else ANSWER_RESERVE)
     budget = model.context_window - reserve - sum(estimate_tokens(m.content) + TOKENS_PER_MESSAGE for m in fixed)
-    costs = [estimate_tokens(m.content) + estimate_tokens(m.reasoning or "") + TOKENS_PER_MESSAGE for m in history]
+    if costs is None:
+        costs = message_costs(history)
     total = sum(costs)
     if total <= budget:
         return list(history), 0
@@ -118,6 +131,16 @@ def storage(doing: str = "", **details: Any) -> Iterator[None]:
         raise StorageFailure(f"{doing}{exc}", details=details) from None
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A stored conversation's turns (`turns`, the very tuple) as messages, and their estimates."""
+
+    turns: tuple[Turn, ...]
+    keep_reasoning: bool
+    messages: list[Message]
+    costs: list[int]
+
+
 @dataclass
 class Conversations:
     """Runs chat calls that belong to stored conversations, and reads, lists and deletes them."""
@@ -132,6 +155,11 @@ class Conversations:
         default_factory=weakref.WeakValueDictionary
     )
     _last_purge: float = 0.0
+    _active: OrderedDict[tuple[str, str], Conversation] = field(default_factory=OrderedDict)
+    """The conversations last used here, as saved: a continued call checks the cheap summary
+    instead of reading every turn again (see `_load`)."""
+    _prepared: dict[tuple[str, str], _Prepared] = field(default_factory=dict)
+    """Their turns as messages for Kimi, with token estimates (see `_replay`)."""
 
     def lock(self, principal: str, conversation_id: str) -> anyio.Lock:
         """The lock that serialises calls on one conversation (kept while anyone holds it)."""
@@ -153,8 +181,61 @@ class Conversations:
             return await self.store.list(principal, limit=limit)
 
     async def delete(self, principal: str, conversation_id: str) -> bool:
+        self._active.pop((principal, conversation_id), None)
+        self._prepared.pop((principal, conversation_id), None)
         with storage():
             return await self.store.delete(principal, conversation_id)
+
+    async def _load(self, principal: str, conversation_id: str) -> Conversation | None:
+        """The conversation to continue: from memory when the store's summary says nobody changed it
+        since this process saved it (another process's save, a prune, a delete or an expiry all show
+        in the summary), else read whole. Called under the conversation's lock."""
+        key = (principal, conversation_id)
+        cached = self._active.get(key)
+        if cached is not None:
+            await self.purge_expired()
+            with storage():
+                summary = await self.store.summary(principal, conversation_id)
+            if summary is not None and _same(summary, cached.summary):
+                self._active.move_to_end(key)
+                return cached
+            self._active.pop(key, None)
+            self._prepared.pop(key, None)
+        return await self.get(principal, conversation_id)
+
+    def _replay(self, principal: str, conversation_id: str, stored: Conversation | None,
+                keep_reasoning: bool) -> tuple[builtins.list[Message], builtins.list[int]]:
+        """The stored turns as messages for Kimi, with their token estimates: kept with the active
+        conversation and extended save by save, so a long history is not rebuilt on every call."""
+        if stored is None:
+            return [], []
+        key = (principal, conversation_id)
+        prepared = self._prepared.get(key)
+        if prepared is None or prepared.turns is not stored.turns or prepared.keep_reasoning != keep_reasoning:
+            messages = _history(stored, keep_reasoning=keep_reasoning)
+            prepared = _Prepared(stored.turns, keep_reasoning, messages, message_costs(messages))
+            if key in self._active:
+                self._prepared[key] = prepared
+        return list(prepared.messages), prepared.costs
+
+    def _remember(self, principal: str, conversation_id: str, conversation: Conversation,
+                  before: tuple[Turn, ...], pruned: int, added: Sequence[Turn]) -> None:
+        """Keep the conversation as just saved (`before` plus `added`, less the `pruned` oldest),
+        within ACTIVE_KEEP conversations and ACTIVE_BYTES, and its prepared messages moved on too."""
+        key = (principal, conversation_id)
+        prepared = self._prepared.pop(key, None)
+        if prepared is not None and prepared.turns is before:
+            fresh = _history(Conversation(conversation.summary, None, tuple(added)),
+                             keep_reasoning=prepared.keep_reasoning)
+            messages = [*prepared.messages[pruned:], *fresh]
+            self._prepared[key] = _Prepared(conversation.turns, prepared.keep_reasoning, messages,
+                                            [*prepared.costs[pruned:], *message_costs(fresh)])
+        self._active[key] = conversation
+        self._active.move_to_end(key)
+        while len(self._active) > ACTIVE_KEEP or (
+                len(self._active) > 1 and sum(c.summary.size_bytes for c in self._active.values()) > ACTIVE_BYTES):
+            gone, _ = self._active.popitem(last=False)
+            self._prepared.pop(gone, None)
 
     async def purge_expired(self) -> None:
         """Drop conversations unused for longer than the TTL; at most once a minute."""
@@ -181,7 +262,7 @@ class Conversations:
         """
         telemetry.note(conversation_id=conversation_id)  # the upstream span's gen_ai.conversation.id
         async with self.lock(principal, conversation_id):
-            stored = await self.get(principal, conversation_id) if continuing else None
+            stored = await self._load(principal, conversation_id) if continuing else None
             if continuing and stored is None:
                 raise unknown_conversation(conversation_id)
             notices: list[str] = []
@@ -196,7 +277,7 @@ class Conversations:
             self._check_fits(args)
             request = self.service.prepare(args, model=model)
             thinks = model.thinks(request.thinking)
-            history = _history(stored, keep_reasoning=replays_reasoning(model, thinks))
+            history, costs = self._replay(principal, conversation_id, stored, replays_reasoning(model, thinks))
             if replays_reasoning(model, thinks) and model.reasoning_replay in ("keep", "required"):
                 history, left_out, preserve = close_reasoning_gaps(history, model)
                 request = replace(request, preserve_thinking=preserve)
@@ -204,7 +285,9 @@ class Conversations:
                     notices.append(f"{left_out} earlier turns were left out: {model.id} needs every earlier "
                                    "answer's reasoning, and they have none (another model wrote them, or it was "
                                    "not stored).")
-            kept, dropped = trim_history(history, request.messages, model, args.max_tokens, thinks)
+            same = len(history) == len(costs)  # close_reasoning_gaps may have cut it: then count again
+            kept, dropped = trim_history(history, request.messages, model, args.max_tokens, thinks,
+                                         costs if same else None)
             if dropped:
                 notices.append(f"{dropped} oldest turns were left out to fit the context window.")
             system = request.messages[:1] if request.messages[0].role == "system" else ()
@@ -213,7 +296,7 @@ class Conversations:
             totals: Totals | None = None
             try:
                 pruned, notice, totals = await self._save(principal, conversation_id, args, completed,
-                                                          is_new=stored is None)
+                                                          stored=stored)
                 if notice:
                     notices.append(notice)
             except ConversationNotFound:
@@ -251,7 +334,8 @@ class Conversations:
             )
 
     async def _save(
-        self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *, is_new: bool
+        self, principal: str, conversation_id: str, args: ChatArgs, completed: Completed, *,
+        stored: Conversation | None
     ) -> tuple[int, str | None, Totals | None]:
         """Store the exchange and add its usage to the conversation's totals, in one write: (turns
         pruned, a notice, the totals after it; None when the exchange was too large to store)."""
@@ -275,13 +359,26 @@ class Conversations:
         turns.append(answer)
         first_prompt = next((t.content for t in turns if t.role == "user"), "")
         system = masked(args.system) if args.system else args.system
+        is_new = stored is None
+        self._active.pop((principal, conversation_id), None)  # until the save is known to have landed
         with storage("the answer could not be stored: ", text=completed.reply.text):
             saved = await self.store.save_exchange(
                 principal, conversation_id, model=completed.request.model.id, system=system,
                 title=_title(first_prompt) if is_new else "", turns=turns, limits=self.limits, now=now,
                 create=is_new, totals=call_totals(completed),
             )
+        before = stored.turns if stored is not None else ()
+        if len(before) + len(turns) - saved.pruned_turns == saved.conversation.turns:  # else: read it next time
+            self._remember(principal, conversation_id, Conversation(
+                saved.conversation, system, (*before[saved.pruned_turns:], *turns)), before, saved.pruned_turns, turns)
         return saved.pruned_turns, notice, saved.conversation.totals
+
+
+def _same(stored: ConversationSummary, cached: ConversationSummary) -> bool:
+    """Whether the stored conversation is still the one this process saved (exact: `updated_at` is
+    the time the save was given, and every save changes it)."""
+    return (stored.turns, stored.size_bytes, stored.updated_at, stored.model) == (
+        cached.turns, cached.size_bytes, cached.updated_at, cached.model)
 
 
 def call_totals(completed: Completed) -> Totals:

@@ -205,8 +205,9 @@ class Tasks:
                  secrets_: tuple[str, ...] = ()) -> None:
         self.store = store
         self.limits = limits
-        self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_urlsafe(9)}"
-        """This process, as record owner: a restart is a new owner, so its old records read as lost."""
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_urlsafe(9)}/{limits.lease_s:g}"
+        """This process, as record owner: a restart is a new owner, so its old records read as lost.
+        It ends with the owner's lease, so a process with a shorter one never calls it dead early."""
         _LIVE_OWNERS.add(self.owner)
         self._tg = task_group
         self._secrets = secrets_
@@ -326,6 +327,11 @@ class Tasks:
     def _message(self, run: _Run) -> str:
         return run.recorder.message if run.recorder is not None else "working"
 
+    def _lease(self, record: AnswerRecord) -> float:
+        """How long the record's owner may go without a heartbeat: its own lease (from its owner id)
+        when longer than ours, so replicas configured differently never call a live owner dead."""
+        return max(self.limits.lease_s, lease_of(record.owner) or 0.0)
+
     # ---- reading and cancelling
 
     async def view(self, principal: str, task_id: str) -> TaskView | None:
@@ -339,7 +345,7 @@ class Tasks:
             return None
         now = time.time()
         if record.status == "working" and run is None and (record.owner == self.owner or owner_gone(record.owner)
-                                                            or record.updated_at < now - self.limits.lease_s):
+                                                            or record.updated_at < now - self._lease(record)):
             # Ours but no longer running here, a process of this machine that is gone, or one that
             # stopped beating: lost.
             with storage():
@@ -471,7 +477,7 @@ class Tasks:
         now = time.time()
         finished = bool(PieceState.loads(record.result).finish_reason)  # whole and stored: not lost
         stopped = (record.owner == self.owner or owner_gone(record.owner)
-                   or record.updated_at < now - self.limits.lease_s)
+                   or record.updated_at < now - self._lease(record))
         if record.status == "working" and not finished and stopped:
             with storage():
                 record = await self.store.update_answer(principal, record.id, now=now, status="interrupted",
@@ -520,6 +526,16 @@ class Tasks:
             await self.store.purge_answers(now=now)
         except (StorageError, ValueError, OSError) as exc:
             log.warning("task upkeep failed (%s); retrying in %g s", type(exc).__name__, self.limits.heartbeat_s)
+
+
+def lease_of(owner: str) -> float | None:
+    """The lease an owner id names (host/pid/token/lease); None for an id without one."""
+    lease = owner.rsplit("/", 1)[-1] if owner.count("/") >= 3 else ""
+    try:
+        value = float(lease)
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
 
 
 def owner_gone(owner: str) -> bool:

@@ -372,3 +372,43 @@ async def test_abandoned_answers_are_bounded_per_caller(monkeypatch: pytest.Monk
         assert isinstance(other, Partial)  # another caller is not affected by my abandoned answers
         assert tools.generations.waiting(("someone-else", other.conversation_id))
         tg.cancel_scope.cancel()
+
+
+class GetCountingStore(MemoryStore):
+    """Counts whole-conversation reads (`get`) apart from the cheap `summary` checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    async def get(self, principal: str, conversation_id: str) -> Conversation | None:
+        self.gets += 1
+        return await super().get(principal, conversation_id)
+
+
+async def test_the_active_conversation_is_not_read_whole_again_until_someone_else_changes_it() -> None:
+    """Two `Conversations` on one store stand for two replicas: each keeps the conversation it saved
+    and checks only its summary; a save by the other makes it read the whole conversation again, so
+    the other's exchange is never missing from what goes to Kimi."""
+    upstream = Upstream("A")
+    store = GetCountingStore()
+    one = conversations_for(service_for(upstream), store)
+    other = conversations_for(service_for(upstream), store)
+    await one.run(ME, "conv_1", ChatArgs(prompt="Q1"), continuing=False, listener=None)
+    for n in (2, 3, 4):
+        await one.run(ME, "conv_1", ChatArgs(prompt=f"Q{n}"), continuing=True, listener=None)
+    assert store.gets == 0  # every continued call was served from memory after a summary check
+    assert [m["content"] for m in upstream.bodies[-1]["messages"]] == ["Q1", "A", "Q2", "A", "Q3", "A", "Q4"]
+
+    await other.run(ME, "conv_1", ChatArgs(prompt="Q5"), continuing=True, listener=None)
+    assert store.gets == 1  # the other had never seen it
+    await one.run(ME, "conv_1", ChatArgs(prompt="Q6"), continuing=True, listener=None)
+    assert store.gets == 2  # changed behind its back: read whole again
+    sent = [m["content"] for m in upstream.bodies[-1]["messages"]]
+    assert sent == ["Q1", "A", "Q2", "A", "Q3", "A", "Q4", "A", "Q5", "A", "Q6"]
+    stored = await MemoryStore.get(store, ME, "conv_1")
+    assert stored is not None and [t.content for t in stored.turns] == [*sent, "A"]
+
+    assert await one.delete(ME, "conv_1")
+    with pytest.raises(InvalidArguments, match="unknown conversation_id"):
+        await one.run(ME, "conv_1", ChatArgs(prompt="Q7"), continuing=True, listener=None)

@@ -34,6 +34,7 @@ from kimi_mcp.chat.tasks import (
     Tasks,
     TaskStarted,
     TaskView,
+    lease_of,
     owner_gone,
 )
 from kimi_mcp.store import AnswerRecord, AnswerStatus, ConversationStore, MemoryStore, SQLiteStore
@@ -675,3 +676,20 @@ def test_a_piece_state_survives_the_round_trip() -> None:
     state = PieceState(delivered=12, model="kimi-k3", finish_reason="stop",
                        usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cached_tokens": None})
     assert PieceState.loads(state.dumps()) == state
+
+
+async def test_an_owner_with_a_longer_lease_is_not_called_dead_by_a_shorter_one(memory: MemoryStore) -> None:
+    """Owner ids carry their lease: a process with a 3 s lease reading the record of a process with a
+    60 s one, last touched 20 s ago, leaves it working; one whose owner said 10 s reads as lost. (The
+    start-up sweep of stale records still judges by the starting process's lease: replicas should
+    share KIMI_ANSWER_LEASE.)"""
+    async with running(memory, lease_s=3.0) as tasks:
+        assert lease_of(tasks.owner) == 3.0 and lease_of(OTHER_HOST_OWNER) is None
+        await anyio.sleep(0.2)  # after the start-up sweep, which judges by this process's own lease
+        patient = foreign_record(OTHER_HOST_OWNER + "-a/60", updated_at=time.time() - 20)
+        hasty = foreign_record(OTHER_HOST_OWNER + "-b/10", updated_at=time.time() - 20)
+        for record in (patient, hasty):
+            await memory.create_answer(record)
+        seen = {r.id: await tasks.view(ALICE, r.id) for r in (patient, hasty)}
+        assert seen[patient.id] is not None and seen[patient.id].status == "working"
+        assert seen[hasty.id] is not None and seen[hasty.id].status == "interrupted"
