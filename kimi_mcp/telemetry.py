@@ -3,8 +3,8 @@
 A root module every layer may import: the upstream client opens its span and counts its attempts
 here, the chat layer notes the conversation and its background answers, the MCP surface measures
 each tool call. It imports only the standard library, anyio, `opentelemetry-api` (a dependency of
-the MCP SDK; with no SDK configured every span is a no-op) and the root modules `errors` and
-`settings`; `prometheus_client` (`kimi-mcp[metrics]`) and the OpenTelemetry SDK (`kimi-mcp[otel]`)
+the MCP SDK; with no SDK configured every span is a no-op) and the root modules `errors`,
+`prices` and `settings`; `prometheus_client` (`kimi-mcp[metrics]`) and the OpenTelemetry SDK (`kimi-mcp[otel]`)
 only when the operator turns them on.
 
 What leaves here is never prompt or answer text and never a secret: ids, counts, durations, model
@@ -31,7 +31,7 @@ import anyio
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from . import __version__
+from . import __version__, prices
 from .errors import KimiError
 from .settings import SettingsError
 
@@ -177,15 +177,10 @@ def tool_call(tool: str, *, request_id: str = "", principal: str = "") -> Iterat
 _tracer = trace.get_tracer("kimi_mcp", __version__)
 
 
-class TokenCounts(Protocol):
-    """The usage figures a span and the token counters read (`upstream.Usage` has this shape)."""
+class TokenCounts(prices.TokenCounts, Protocol):
+    """The usage figures a span and the token counters read (`upstream.Usage` has this shape): the
+    ones a cost is computed from, and the reasoning count."""
 
-    @property
-    def prompt_tokens(self) -> int: ...
-    @property
-    def completion_tokens(self) -> int: ...
-    @property
-    def cached_tokens(self) -> int | None: ...
     @property
     def reasoning_tokens(self) -> int | None: ...
 
