@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.fake_ace import FakeAce, reply, stall
 from tests.support.harness import ROOT, server_env, stop_process
+from tests.support.wire import TaskCalls
 
 TASKS = "io.modelcontextprotocol/tasks"
 ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -30,7 +31,7 @@ READ_S = 30.0
 """The longest any single response may take to arrive."""
 
 
-class StdioWire:
+class StdioWire(TaskCalls):
     """A 2026-07-28 client that writes JSON-RPC lines to the server's stdin and reads its stdout
     (on a thread, so every read is bounded by a timeout)."""
 
@@ -71,21 +72,6 @@ class StdioWire:
             if message.get("id") == request_id and ("result" in message or "error" in message):
                 return message
             self.others.append(message)  # notifications (or anything else) are not the answer
-
-    def chat(self, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.call("tools/call", {"name": "kimi_chat", "arguments": arguments}, meta)
-
-    def get(self, task_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.call("tasks/get", {"taskId": task_id}, meta)
-
-    def until_done(self, task_id: str, limit: float = 20) -> dict[str, Any]:
-        started = time.monotonic()
-        while True:
-            state: dict[str, Any] = self.get(task_id)["result"]
-            if state["status"] != "working":
-                return state
-            assert time.monotonic() - started < limit, f"task {task_id} still working after {limit} s"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-__all__ = ["ENVELOPE", "ISO", "TASKS", "WITHOUT_TASKS", "WITH_TASKS", "Wire"]
+__all__ = ["ENVELOPE", "ISO", "TASKS", "WITHOUT_TASKS", "WITH_TASKS", "TaskCalls", "Wire"]
 
 TASKS = "io.modelcontextprotocol/tasks"
 ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -19,7 +19,30 @@ WITHOUT_TASKS: dict[str, Any] = {**ENVELOPE, "io.modelcontextprotocol/clientCapa
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-class Wire:
+class TaskCalls:
+    """The calls the tasks tests make, over whatever `call` sends JSON-RPC through."""
+
+    def call(self, method: str, params: dict[str, Any], meta: dict[str, Any] | None = None,
+             timeout: float = 30) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def chat(self, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("tools/call", {"name": "kimi_chat", "arguments": arguments}, meta)
+
+    def get(self, task_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("tasks/get", {"taskId": task_id}, meta)
+
+    def until_done(self, task_id: str, limit: float = 20) -> dict[str, Any]:
+        started = time.monotonic()
+        while True:
+            state: dict[str, Any] = self.get(task_id)["result"]
+            if state["status"] != "working":
+                return state
+            assert time.monotonic() - started < limit, f"task {task_id} still working after {limit} s"
+            time.sleep(0.1)
+
+
+class Wire(TaskCalls):
     """A 2026-07-28 client that speaks JSON-RPC over HTTP by hand, with the headers the spec asks for."""
 
     def __init__(self, url: str, token: str | None = None) -> None:
@@ -43,18 +66,3 @@ class Wire:
         response = httpx2.post(self.url, json=body, headers=headers, timeout=timeout)
         data: dict[str, Any] = response.json()
         return data
-
-    def chat(self, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.call("tools/call", {"name": "kimi_chat", "arguments": arguments}, meta)
-
-    def get(self, task_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.call("tasks/get", {"taskId": task_id}, meta)
-
-    def until_done(self, task_id: str, limit: float = 20) -> dict[str, Any]:
-        started = time.monotonic()
-        while True:
-            state: dict[str, Any] = self.get(task_id)["result"]
-            if state["status"] != "working":
-                return state
-            assert time.monotonic() - started < limit, f"task {task_id} still working after {limit} s"
-            time.sleep(0.1)
