@@ -368,9 +368,14 @@ class Conversations:
                 create=is_new, totals=call_totals(completed),
             )
         before = stored.turns if stored is not None else ()
-        if len(before) + len(turns) - saved.pruned_turns == saved.conversation.turns:  # else: read it next time
-            self._remember(principal, conversation_id, Conversation(
-                saved.conversation, system, (*before[saved.pruned_turns:], *turns)), before, saved.pruned_turns, turns)
+        after = (*before[saved.pruned_turns:], *turns)
+        # What this save makes of the conversation it read, in turns and bytes (counted from the
+        # read's summary, not turn by turn); anything else means another process wrote too.
+        size = (stored.summary.size_bytes - text_bytes(stored.system) if stored is not None else 0) + text_bytes(system)
+        size += sum(turn_bytes(t) for t in turns) - sum(turn_bytes(t) for t in before[:saved.pruned_turns])
+        if (len(after), size) == (saved.conversation.turns, saved.conversation.size_bytes):
+            self._remember(principal, conversation_id, Conversation(saved.conversation, system, after), before,
+                           saved.pruned_turns, turns)
         return saved.pruned_turns, notice, saved.conversation.totals
 
 
