@@ -54,7 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import httpx2
 
-from benchmarks.run import FAKE, cpu_seconds, machine, ms, p95, say
+from benchmarks.run import cpu_seconds, fake_upstream, machine, ms, p95, say
 from tests.support.fake_ace import DEFAULT_CONTENT, DEFAULT_TOKEN
 from tests.support.harness import free_port, stop_process, wait_for_port
 
@@ -198,21 +198,6 @@ def replica(base_url: str, store_url: str, log_dir: Path, name: str) -> Iterator
             yield proc.pid, port, log_path
         finally:
             stop_process(proc)
-
-
-@contextmanager
-def fake_upstream(latency: float) -> Iterator[tuple[str, int]]:
-    """(base URL, pid) of `python tests/support/fake_ace.py` in its own process."""
-    proc = subprocess.Popen([sys.executable, str(FAKE), "--port", "0", "--latency", str(latency)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError(f"fake did not start: {url!r}")
-        yield url, proc.pid
-    finally:
-        stop_process(proc)
 
 
 def tree_cpu_seconds(root: int) -> float:

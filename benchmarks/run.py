@@ -268,6 +268,13 @@ def server(kind: str, transport: str, base_url: str, **env: str) -> Any:
 @contextmanager
 def fake_process(latency: float = 0.0) -> Iterator[str]:
     """`python tests/support/fake_ace.py` in its own process (so it does not share our event loop or GIL)."""
+    with fake_upstream(latency) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def fake_upstream(latency: float = 0.0) -> Iterator[tuple[str, int]]:
+    """(base URL, pid) of the fake in its own process (the pid for measuring its CPU)."""
     proc = subprocess.Popen([sys.executable, str(FAKE), "--port", "0", "--latency", str(latency)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -275,7 +282,7 @@ def fake_process(latency: float = 0.0) -> Iterator[str]:
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError(f"fake did not start: {url!r}")
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)

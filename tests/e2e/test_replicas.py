@@ -19,8 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +34,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.fake_ace import FakeAce, reply, stall
-from tests.support.harness import ROOT, free_port, server_env, stop_process, wait_for_port
+from tests.support.harness import free_port, server_env, spawn_http_server, stop_process, wait_for_port
 from tests.support.postgres import PostgresServer, PrivateServer, find_bindir, start_private_server, unavailable
 from tests.support.wire import WITHOUT_TASKS, Wire
 
@@ -80,19 +78,7 @@ class Replica:
 
 
 def start_replica(name: str, env: dict[str, str]) -> Replica:
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix=f"kimi-mcp-{name}-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kimi_mcp", "--transport", "streamable-http", "--port", str(port)],
-            env={**os.environ, **env}, stdout=out, stderr=out, cwd=ROOT,
-        )
-    try:
-        wait_for_port(port, proc)
-    except BaseException:
-        stop_process(proc)
-        raise RuntimeError(f"replica {name} did not start:\n{log.read_text(errors='replace')[-3000:]}") from None
-    return Replica(name, port, proc, log)
+    return Replica(name, *spawn_http_server(env, prefix=f"kimi-mcp-{name}-"))
 
 
 @contextmanager

@@ -11,11 +11,8 @@ servers of their own. What the fake received proves what the server replayed.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.support.fake_ace import DEFAULT_CONTENT, FakeAce, ace_error, cut, reply
-from tests.support.harness import ROOT, connect, free_port, server_env, wait_for_port
+from tests.support.harness import connect, server_env, spawn_http_server
 from tests.support.models import DEFAULT_ID
 
 pytestmark = pytest.mark.anyio
@@ -175,20 +172,13 @@ async def test_continue_across_restart_then_expire(fake: FakeAce, tmp_path: Path
 @contextmanager
 def killable_http_server(env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A Streamable HTTP server subprocess the test can SIGKILL (the harness's only terminates)."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="kimi-mcp-kill-", suffix=".log")[1])
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kimi_mcp", "--transport", "streamable-http", "--port", str(port)],
-            env={**os.environ, **env}, stdout=err, stderr=err, cwd=ROOT,
-        )
-        try:
-            wait_for_port(port, proc)
-            yield port, proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    port, proc, _log = spawn_http_server(env, prefix="kimi-mcp-kill-")
+    try:
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 async def test_continue_after_sigkill(fake: FakeAce, tmp_path: Path) -> None:

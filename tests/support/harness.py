@@ -112,6 +112,24 @@ def http_server(env: Mapping[str, str], transport: str, log: ServerLog, *args: s
             stop_process(proc)
 
 
+def spawn_http_server(env: Mapping[str, str], prefix: str = "kimi-mcp-") -> tuple[int, subprocess.Popen[bytes], Path]:
+    """A Streamable HTTP `kimi-mcp` subprocess on a free port, listening, its output in a log file;
+    the caller stops (or kills) it."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix=prefix, suffix=".log")[1])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kimi_mcp", "--transport", "streamable-http", "--port", str(port)],
+            env={**os.environ, **env}, stdout=out, stderr=out, cwd=ROOT,
+        )
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return port, proc, log
+
+
 def client_mode(era: Era) -> Any:
     return "legacy" if era == "legacy" else "auto"
 
