@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
+from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
@@ -33,6 +34,9 @@ ROOTS_TIMEOUT_S = 5.0
 INPUT_REQUIRED_VERSION = "2026-07-28"
 """From this protocol version on, the SDK asks the client inside the call's own rounds."""
 _INLINE = "pass the text in prompt instead"
+_OUTCOME = AcceptedElicitation[Any]
+"""Held on purpose: the SDK wraps every resolver's value in this class, which pydantic caches only
+weakly, so without a reference it is collected and built again (~5 ms) every few calls."""
 
 
 def declares_roots(ctx: Ctx) -> bool:
