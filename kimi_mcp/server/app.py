@@ -123,9 +123,11 @@ class KimiServer(MCPServer[ChatTools]):
     async def list_tools(self) -> list[MCPTool]:
         """Each output schema also admits the `{"error": {...}}` shape of an error result, so clients
         that check structured content even when `isError` is true (the Inspector does) accept it; input
-        schemas carry no `$defs`/`$ref` (strict-mode converters, e.g. openai-agents', refuse them)."""
+        schemas carry no `$defs`/`$ref` (strict-mode converters, e.g. openai-agents', refuse them), and
+        output schemas none either, nor a nullable `anyOf` (see `_compact_output`)."""
         if self._tools_listed is None:
-            self._tools_listed = [_inline_inputs(_admit_errors(tool)) for tool in await super().list_tools()]
+            self._tools_listed = [_inline_inputs(_compact_output(_admit_errors(tool)))
+                                  for tool in await super().list_tools()]
         return list(self._tools_listed)
 
     async def get_prompt(
@@ -248,6 +250,31 @@ def _admit_errors(tool: MCPTool) -> MCPTool:
     if "$defs" in schema:
         combined["$defs"] = schema["$defs"]
     return tool.model_copy(update={"output_schema": combined})
+
+
+def _compact_output(tool: MCPTool) -> MCPTool:
+    """The same output schema with its `$ref`s inlined and each nullable `anyOf` written as a type
+    list (`"type": ["integer", "null"]`): the SDK's client validates every structured result against
+    it, and each reference and `anyOf` branch is a descent of its own (half the check's cost)."""
+    schema = tool.output_schema
+    if not schema:
+        return tool
+    inlined = _inline({k: v for k, v in schema.items() if k != "$defs"}, schema.get("$defs", {}), depth=0)
+    return tool.model_copy(update={"output_schema": _type_lists(inlined)})
+
+
+def _type_lists(value: Any) -> Any:
+    """`{"anyOf": [{"type": "integer"}, {"type": "null"}], ...}` as `{"type": ["integer", "null"], ...}`."""
+    if isinstance(value, list):
+        return [_type_lists(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    branches = value.get("anyOf")
+    if (isinstance(branches, list) and branches and "type" not in value
+            and all(isinstance(b, dict) and set(b) == {"type"} and isinstance(b["type"], str) for b in branches)):
+        rest = {k: _type_lists(v) for k, v in value.items() if k != "anyOf"}
+        return {**rest, "type": [b["type"] for b in branches]}
+    return {k: _type_lists(v) for k, v in value.items()}
 
 
 def _inline_inputs(tool: MCPTool) -> MCPTool:

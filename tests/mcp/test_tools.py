@@ -79,6 +79,12 @@ async def test_output_schemas(client: Client) -> None:
     assert {"text", "model", "finish_reason", "usage", "id", "conversation_id", "attempts", "adjusted"} <= set(
         chat_out["properties"])
     assert {"value", "model", "usage", "attempts", "upstream_attempts", "id"} <= set(json_out["properties"])
+    # Compact for the client's check of every result: nullable fields as type lists, nothing referenced.
+    assert chat_out["properties"]["finish_reason"]["type"] == ["string", "null"]
+    assert chat_out["properties"]["usage"]["properties"]["cached_tokens"]["type"] == ["integer", "null"]
+    for name in ("kimi_chat", "kimi_json"):
+        published = json.dumps(tools[name].output_schema)
+        assert "$ref" not in published and "$defs" not in published
     for error in (chat_error, json_error):
         assert error["required"] == ["error"]
         assert {"kind", "message", "retryable", "hint"} <= set(error["properties"]["error"]["properties"])
