@@ -53,7 +53,22 @@ def _fragment_spans(text: str, secret: str) -> list[tuple[int, int]]:
     return merged
 
 
+SHORT = 128
+"""Strings up to this long (a result's keys, ids, model names) are redacted once and remembered."""
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
+    if len(text) <= SHORT:
+        return _redact_short(text, secrets)
+    return _redact(text, secrets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_short(text: str, secrets: tuple[str, ...]) -> str:
+    return _redact(text, secrets)
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if not secret:
             continue

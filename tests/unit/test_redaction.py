@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import logging
 
-from kimi_mcp.redaction import MASK, RedactingFilter, redact_value
+from kimi_mcp.redaction import MASK, SHORT, RedactingFilter, redact, redact_value
 
 TOKEN = "sk-ace-UNIT-TEST-token-9f8e7d6c5b4a"
 
@@ -45,6 +45,16 @@ class TestRedaction:
     def test_redact_value(self) -> None:
         value = {"a": [TOKEN, {"b": f"x{TOKEN}y"}], "n": 1, "none": None}
         assert redact_value(value, (TOKEN,)) == {"a": [MASK, {"b": f"x{MASK}y"}], "n": 1, "none": None}
+
+    def test_short_strings_remembered_and_long_ones_alike_are_masked(self) -> None:
+        """Short strings are redacted once and remembered: the second time, and with other secrets,
+        the answer is still right (the secrets are part of what is remembered)."""
+        short, long = f"id {TOKEN[3:15]}", "x" * SHORT + TOKEN[-12:]
+        for _ in range(2):
+            assert redact(short, (TOKEN,)) == f"id {MASK}"
+            assert redact(long, (TOKEN,)) == "x" * SHORT + MASK
+        assert redact(short, ("another-secret-entirely",)) == short
+        assert redact(short, ()) == short
 
 
 def test_debug_logging_keeps_transport_loggers_quiet() -> None:
