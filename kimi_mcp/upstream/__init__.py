@@ -15,7 +15,7 @@ store, server or cli layers, and never the MCP SDK.
 from .client import CHAT_PATH, KimiClient, Outcome, Timeouts, make_http_client
 from .retry import RetryPolicy
 from .sse import StreamAccumulator
-from .wire import Adjustment, ChatReply, ChatRequest, Message, Usage, build_body, parse_completion
+from .wire import Adjustment, ChatReply, ChatRequest, Message, Usage, build_body, encode_body, parse_completion
 
 __all__ = [
     "CHAT_PATH",
@@ -30,6 +30,7 @@ __all__ = [
     "Timeouts",
     "Usage",
     "build_body",
+    "encode_body",
     "make_http_client",
     "parse_completion",
 ]

@@ -30,7 +30,7 @@ from .failures import from_error_object, from_status, html_title
 from .reading import ACCEPT_ENCODING, decoded_chunks, lines, read_body
 from .retry import RetryPolicy, should_retry, wait_before_retry
 from .sse import StreamAccumulator
-from .wire import ChatReply, parse_completion
+from .wire import ChatReply, encode_body, parse_completion
 
 __all__ = ["CHAT_PATH", "DeltaHook", "KimiClient", "Outcome", "Timeouts", "make_http_client"]
 
@@ -215,7 +215,7 @@ class KimiClient:
     @asynccontextmanager
     async def _open(self, body: dict[str, Any], accept: str) -> AsyncIterator[httpx2.Response]:
         """Send the request; the headers must come within the first-byte timeout."""
-        request = self._http.build_request("POST", self._url, content=json.dumps(body).encode(),
+        request = self._http.build_request("POST", self._url, content=encode_body(body),
                                            headers=self._headers(accept))
         first_byte = self._timeouts.first_byte
         try:

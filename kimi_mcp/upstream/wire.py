@@ -1,11 +1,15 @@
 """Chat-completions wire data: the request we send and the reply we parse (pure, no I/O).
 
 `build_body` applies the catalogue's sampling rules, so a value the upstream would refuse is
-replaced and reported (`Adjustment`) instead of costing a round trip and a 400.
+replaced and reported (`Adjustment`) instead of costing a round trip and a 400; `encode_body`
+makes it bytes, each message from the JSON it made once (a long history is not encoded again on
+every call of its conversation).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,15 +17,18 @@ from typing import Any, Literal
 from ..catalogue import ModelInfo
 from ..errors import InvalidResponse
 
-__all__ = ["Adjustment", "ChatReply", "ChatRequest", "Message", "Usage", "build_body", "parse_completion"]
+__all__ = [
+    "Adjustment", "ChatReply", "ChatRequest", "Message", "Usage", "build_body", "encode_body", "parse_completion",
+]
 
 Role = Literal["system", "user", "assistant"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One turn sent upstream; `reasoning` is an earlier assistant turn's reasoning_content; `images`
-    are data URLs sent with a user turn, after its text, as OpenAI content parts."""
+    are data URLs sent with a user turn, after its text, as OpenAI content parts. (No slots: its
+    `wire_json` is remembered on the instance.)"""
 
     role: Role
     content: str
@@ -37,6 +44,12 @@ class Message:
         if self.reasoning and self.role == "assistant":
             out["reasoning_content"] = self.reasoning
         return out
+
+    @functools.cached_property
+    def wire_json(self) -> str:
+        """`to_wire()` as JSON, made once: the chat layer keeps a conversation's messages between
+        calls, so each stored turn is encoded once, not on every call."""
+        return json.dumps(self.to_wire())
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +107,7 @@ def build_body(request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], l
     thinks = model.thinks(request.thinking)
     body: dict[str, Any] = {
         "model": model.id,
-        "messages": [message.to_wire() for message in request.messages],
+        "messages": request.messages,  # `Message`s: `encode_body` writes their wire form
     }
     adjustments: list[Adjustment] = []
     for param in ("temperature", "top_p"):
@@ -127,6 +140,19 @@ def build_body(request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], l
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body, adjustments
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The body as sent: exactly `json.dumps` of it with each `Message` as its `to_wire()`, but with
+    the messages' JSON made once per message (`wire_json`)."""
+    parts = []
+    for key, value in body.items():
+        if key == "messages" and isinstance(value, tuple):
+            encoded = ", ".join(m.wire_json if isinstance(m, Message) else json.dumps(m) for m in value)
+            parts.append(f'"messages": [{encoded}]')
+        else:
+            parts.append(f"{json.dumps(key)}: {json.dumps(value)}")
+    return ("{" + ", ".join(parts) + "}").encode()
 
 
 def _int(value: Any) -> int | None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kimi_mcp.errors import InvalidResponse
-from kimi_mcp.upstream.wire import ChatRequest, Message, build_body, parse_completion
+from kimi_mcp.upstream.wire import ChatRequest, Message, build_body, encode_body, parse_completion
 from tests.unit.samples import model
 
 # --------------------------------------------------------------------------- build_body
@@ -58,7 +58,7 @@ class TestBuildBody:
             max_tokens=123, stop=("END", "STOP"), json_mode=True,
         )
         body, _ = build_body(req, stream=True)
-        assert body == {
+        assert json.loads(encode_body(body)) == {
             "model": "kimi-k2-turbo-preview",
             "messages": [
                 {"role": "system", "content": "be brief"},
@@ -75,7 +75,7 @@ class TestBuildBody:
 
     def test_minimal_body(self) -> None:
         body, _ = build_body(request("kimi-k2.5"), stream=False)
-        assert body == {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hi"}]}
+        assert json.loads(encode_body(body)) == {"model": "kimi-k2.5", "messages": [{"role": "user", "content": "hi"}]}
 
     @pytest.mark.parametrize("model_id", ["kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"])
     def test_k3_temperature_fixed_and_top_p_omitted(self, model_id: str) -> None:
@@ -114,8 +114,8 @@ class TestBuildBody:
 
     def test_reasoning_effort_passed(self) -> None:
         body, _ = build_body(request("kimi-k3", reasoning_effort="low"), stream=False)
-        assert body == {"model": "kimi-k3", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16_384,
-                        "reasoning_effort": "low"}
+        assert json.loads(encode_body(body)) == {"model": "kimi-k3", "messages": [{"role": "user", "content": "hi"}],
+                                                 "max_tokens": 16_384, "reasoning_effort": "low"}
         assert "reasoning_effort" not in build_body(request("kimi-k3"), stream=False)[0]
 
     @pytest.mark.parametrize("thinking", [None, True])
@@ -138,6 +138,36 @@ class TestBuildBody:
             assert "thinking" not in body, model_id
         body, _ = build_body(request("kimi-k2.5", thinking=True), stream=False)
         assert body["thinking"] == {"type": "enabled"}
+
+
+# --------------------------------------------------------------------------- encode_body
+
+
+class TestEncodeBody:
+    def test_the_same_bytes_as_json_dumps_of_the_wire_form(self) -> None:
+        req = ChatRequest(
+            model=model("kimi-k2.6"), max_tokens=9, stop=("END",), json_mode=True,
+            messages=(Message("system", "be brief"), Message("user", 'q "quoted" \u00e9\u4e2d\n'),
+                      Message("assistant", "a", "why"), Message("user", "look", images=("data:image/png;base64,AA",))),
+        )
+        body, _ = build_body(req, stream=True)
+        wire = {**body, "messages": [m.to_wire() for m in req.messages]}
+        assert encode_body(body) == json.dumps(wire).encode()
+        assert encode_body(wire) == json.dumps(wire).encode()  # plain dicts are encoded as they are
+
+    def test_a_message_is_encoded_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A kept conversation's turns cost nothing to encode again on the next call."""
+        history = (Message("user", "q"), Message("assistant", "a"))
+        first, _ = build_body(ChatRequest(model=model("kimi-k2.5"), messages=(*history, Message("user", "q2"))),
+                              stream=False)
+        encode_body(first)
+        calls: list[object] = []
+        real = Message.to_wire
+        monkeypatch.setattr(Message, "to_wire", lambda self: calls.append(self) or real(self))
+        new = Message("user", "q3")
+        second, _ = build_body(ChatRequest(model=model("kimi-k2.5"), messages=(*history, new)), stream=False)
+        assert json.loads(encode_body(second))["messages"][-1] == {"role": "user", "content": "q3"}
+        assert calls == [new]
 
 
 # --------------------------------------------------------------------------- parse_completion
