@@ -30,8 +30,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 
 DEFAULT_BODY: dict[str, Any] = {
-    "model": "kimi-k2.5",
+    "model": "kimi-k3",
     "messages": [{"role": "user", "content": ""}],
+    "max_tokens": 16384,
     "stream": True,
     "stream_options": {"include_usage": True},
 }
