@@ -45,18 +45,18 @@ class _Record:
     system: str | None
     created_at: float
     updated_at: float
-    turns: list[tuple[Turn, int]] = field(default_factory=list)
+    turns: list[tuple[Turn, int]] = field(default_factory=list)  # each turn with its turn_bytes
     totals: Totals = field(default_factory=Totals)
+    size_bytes: int = 0  # text_bytes(system) + the turns' sizes, kept up to date by every save
 
     def summary(self, conversation_id: str) -> ConversationSummary:
-        size = text_bytes(self.system) + sum(size for _, size in self.turns)
         return ConversationSummary(
             id=conversation_id,
             principal=self.principal,
             title=self.title,
             model=self.model,
             turns=len(self.turns),
-            size_bytes=size,
+            size_bytes=self.size_bytes,
             created_at=self.created_at,
             updated_at=self.updated_at,
             totals=self.totals,
@@ -109,14 +109,22 @@ class MemoryStore:
         if record is None and not create:
             raise ConversationNotFound(conversation_id)
         if record is None:
-            record = _Record(principal, title, model, system, now, now)
+            record = _Record(principal, title, model, None, now, now)  # empty: no system, no turns, 0 bytes
         elif record.principal != principal:
             raise ConversationNotFound(conversation_id)
-        combined = record.turns + [(turn, turn_bytes(turn)) for turn in turns]
-        sizes = [(turn.role, size) for turn, size in combined]
-        pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
-        record.turns = combined[pruned:]
-        record.model, record.system, record.updated_at = model, system, now
+        added = [(turn, turn_bytes(turn)) for turn in turns]
+        count = len(record.turns) + len(added)
+        size = record.size_bytes - text_bytes(record.system) + text_bytes(system) + sum(s for _, s in added)
+        if count <= limits.max_turns and size <= limits.max_bytes:  # plan_pruning would drop nothing
+            pruned = 0
+            record.turns.extend(added)
+        else:
+            combined = record.turns + added
+            sizes = [(turn.role, s) for turn, s in combined]
+            pruned = plan_pruning(text_bytes(system), sizes, len(added), limits)
+            record.turns = combined[pruned:]
+            size = text_bytes(system) + sum(s for _, s in record.turns)
+        record.model, record.system, record.updated_at, record.size_bytes = model, system, now, size
         if totals is not None:
             record.totals += totals
         self._records[conversation_id] = record

@@ -402,11 +402,28 @@ async def _get(conn: Connection, principal: str, conversation_id: str) -> Conver
     return Conversation(_summary(row), _decode(row[_SUMMARY_WIDTH]), turns)
 
 
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """What a save reads of the conversation's locked row: what it keeps, and the running counts it adds to."""
+
+    title: str
+    created_at: float
+    totals: Totals
+    turns: int  # how many turns are stored
+    size_bytes: int  # text_bytes(system) + the stored turns' turn_bytes, as the last save computed them
+    system_bytes: int  # text_bytes(system) of the stored system prompt (octet_length of its UTF-8)
+
+
+# The row's columns `_lock_head` reads (after principal): see `_Head`.
+_HEAD_COLUMNS = f"title, created_at, turns, size_bytes, coalesce(octet_length(system), 0), {_TOTALS_COLUMNS}"
+
+
 async def _lock_head(
     conn: Connection, principal: str, conversation_id: str, title: str, now: float, create: bool
-) -> tuple[str, float, Totals]:
+) -> _Head:
     """Lock the conversation's row for the rest of the transaction, inserting it first when new (and
-    allowed); its (title, created_at, totals so far). A concurrent save of the same conversation waits here."""
+    allowed); its title, created_at, totals so far and running counts. A concurrent save of the same
+    conversation waits here (and then reads the row as that save committed it)."""
     for _ in range(_SAVE_ATTEMPTS):
         row = None
         if create:  # a row we insert is ours (locked) until COMMIT; a conflict inserts nothing
@@ -414,21 +431,60 @@ async def _lock_head(
                 conn,
                 "INSERT INTO conversations (id, principal, title, model, system, created_at, updated_at,"
                 " turns, size_bytes) VALUES (%s, %s, %s, '', NULL, %s, %s, 0, 0)"
-                f" ON CONFLICT (id) DO NOTHING RETURNING principal, title, created_at, {_TOTALS_COLUMNS}",
+                f" ON CONFLICT (id) DO NOTHING RETURNING principal, {_HEAD_COLUMNS}",
                 (conversation_id, principal, _encode(title), now, now),
             )
         if row is None:
             row = await _one(
                 conn,
-                f"SELECT principal, title, created_at, {_TOTALS_COLUMNS} FROM conversations WHERE id = %s FOR UPDATE",
+                f"SELECT principal, {_HEAD_COLUMNS} FROM conversations WHERE id = %s FOR UPDATE",
                 (conversation_id,),
             )
         if row is None and create:
             continue  # deleted between the conflict and the lock: insert again
         if row is None or row[0] != principal:
             break
-        return _text(row[1]), float(row[2]), _totals(row[3:])
+        return _Head(_text(row[1]), float(row[2]), _totals(row[6:]), int(row[3]), int(row[4]), int(row[5]))
     raise ConversationNotFound(conversation_id)
+
+
+async def _append_pruning(
+    conn: Connection, conversation_id: str, system: str | None, turns: Sequence[Turn], limits: Limits
+) -> tuple[int, int, int]:
+    """Append `turns` after pruning by every stored turn's size: (pruned turns, kept turns, size)."""
+    stored = await _all(
+        conn,
+        "SELECT seq, role, octet_length(content) + coalesce(octet_length(reasoning), 0)"
+        " FROM turns WHERE conversation_id = %s ORDER BY seq",
+        (conversation_id,),
+    )
+    sizes = [(role, int(size)) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
+    pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
+    if pruned:
+        await conn.execute(
+            "DELETE FROM turns WHERE conversation_id = %s AND seq <= %s", (conversation_id, stored[pruned - 1][0])
+        )
+    await _insert_turns(conn, conversation_id, int(stored[-1][0]) + 1 if stored else 0, turns)
+    kept = sizes[pruned:]
+    return pruned, len(kept), text_bytes(system) + sum(s for _, s in kept)
+
+
+async def _next_seq(conn: Connection, conversation_id: str) -> int:
+    """One past the newest stored turn's seq (0 when none): one backward step down the primary key's index."""
+    row = await _one(conn, "SELECT max(seq) FROM turns WHERE conversation_id = %s", (conversation_id,))
+    return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+
+async def _insert_turns(conn: Connection, conversation_id: str, first: int, turns: Sequence[Turn]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO turns (conversation_id, seq, role, content, reasoning, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                (conversation_id, first + i, t.role, _encode(t.content), _encode(t.reasoning), t.created_at)
+                for i, t in enumerate(turns)
+            ],
+        )
 
 
 async def _save(
@@ -445,43 +501,30 @@ async def _save(
     added: Totals | None,
 ) -> SaveResult:
     """Create-or-lock, append, prune, touch and add to the totals in one transaction holding the
-    conversation's row lock."""
+    conversation's row lock.
+
+    When the exchange fits the limits by the locked row's running counts (so `plan_pruning` would
+    prune nothing), no stored turn is read: the cost does not grow with the conversation. Otherwise
+    every stored turn's size is read and pruned by."""
     async with conn.transaction():
-        title, created_at, totals = await _lock_head(conn, principal, conversation_id, title, now, create)
-        if added is not None:
-            totals += added
-        stored = await _all(
-            conn,
-            "SELECT seq, role, octet_length(content) + coalesce(octet_length(reasoning), 0)"
-            " FROM turns WHERE conversation_id = %s ORDER BY seq",
-            (conversation_id,),
-        )
-        sizes = [(role, int(size)) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
-        pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
-        if pruned:
-            await conn.execute(
-                "DELETE FROM turns WHERE conversation_id = %s AND seq <= %s", (conversation_id, stored[pruned - 1][0])
-            )
-        first = int(stored[-1][0]) + 1 if stored else 0
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO turns (conversation_id, seq, role, content, reasoning, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                [
-                    (conversation_id, first + i, t.role, _encode(t.content), _encode(t.reasoning), t.created_at)
-                    for i, t in enumerate(turns)
-                ],
-            )
-        kept = sizes[pruned:]
-        size = text_bytes(system) + sum(s for _, s in kept)
+        head = await _lock_head(conn, principal, conversation_id, title, now, create)
+        totals = head.totals if added is None else head.totals + added
+        count = head.turns + len(turns)
+        size = head.size_bytes - head.system_bytes + text_bytes(system) + sum(turn_bytes(t) for t in turns)
+        if count <= limits.max_turns and size <= limits.max_bytes:
+            pruned = 0
+            await _insert_turns(conn, conversation_id, await _next_seq(conn, conversation_id), turns)
+        else:
+            pruned, count, size = await _append_pruning(conn, conversation_id, system, turns, limits)
         await conn.execute(
             "UPDATE conversations SET model = %s, system = %s, updated_at = %s, turns = %s, size_bytes = %s,"
             " prompt_tokens = %s, completion_tokens = %s, cached_tokens = %s, cost_usd = %s, unpriced_calls = %s"
             " WHERE id = %s",
-            (model, _encode(system), now, len(kept), size, totals.prompt_tokens, totals.completion_tokens,
+            (model, _encode(system), now, count, size, totals.prompt_tokens, totals.completion_tokens,
              totals.cached_tokens, totals.cost_usd, totals.unpriced_calls, conversation_id),
         )
-    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now, totals)
+    summary = ConversationSummary(conversation_id, principal, head.title, model, count, size, head.created_at, now,
+                                  totals)
     return SaveResult(summary, pruned)
 
 

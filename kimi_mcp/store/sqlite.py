@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -216,12 +216,25 @@ def _get(conn: sqlite3.Connection, principal: str, conversation_id: str) -> Conv
     return Conversation(_summary(row), row[_SUMMARY_WIDTH], turns)
 
 
+class _Head(NamedTuple):
+    """What a save reads of the conversation's row: what it keeps, and the running counts it adds to."""
+
+    title: str
+    created_at: float
+    totals: Totals
+    turns: int  # how many turns are stored
+    size_bytes: int  # text_bytes(system) + the stored turns' turn_bytes, as the last save computed them
+    system_bytes: int  # text_bytes(system) of the stored system prompt, measured as `_stored_turns` measures
+
+
 def _head(
     conn: sqlite3.Connection, principal: str, conversation_id: str, title: str, now: float, create: bool
-) -> tuple[str, float, Totals]:
-    """The conversation's (title, created_at, totals so far), inserting it first when new (and allowed)."""
+) -> _Head:
+    """The conversation's title, created_at, totals so far and running counts, inserting it first
+    when new (and allowed)."""
     row = conn.execute(
-        f"SELECT principal, title, created_at, {_TOTALS_COLUMNS} FROM conversations WHERE id = ?",
+        "SELECT principal, title, created_at, turns, size_bytes, coalesce(length(CAST(system AS BLOB)), 0),"
+        f" {_TOTALS_COLUMNS} FROM conversations WHERE id = ?",
         (conversation_id,),
     ).fetchone()
     if row is None and not create:
@@ -232,10 +245,10 @@ def _head(
             " turns, size_bytes) VALUES (?, ?, ?, '', NULL, ?, ?, 0, 0)",
             (conversation_id, principal, title, now, now),
         )
-        return title, now, Totals()
+        return _Head(title, now, Totals(), 0, 0, 0)
     if row[0] != principal:
         raise ConversationNotFound(conversation_id)
-    return str(row[1]), float(row[2]), _totals(row[3:])
+    return _Head(str(row[1]), float(row[2]), _totals(row[6:]), int(row[3]), int(row[4]), int(row[5]))
 
 
 def _stored_turns(conn: sqlite3.Connection, conversation_id: str) -> builtins.list[Any]:
@@ -245,6 +258,27 @@ def _stored_turns(conn: sqlite3.Connection, conversation_id: str) -> builtins.li
         " FROM turns WHERE conversation_id = ? ORDER BY seq",
         (conversation_id,),
     ).fetchall()
+
+
+def _next_seq(conn: sqlite3.Connection, conversation_id: str) -> int:
+    """One past the newest stored turn's seq (0 when none): one seek down the primary key's index."""
+    row = conn.execute("SELECT max(seq) FROM turns WHERE conversation_id = ?", (conversation_id,)).fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def _append_pruning(
+    conn: sqlite3.Connection, conversation_id: str, system: str | None, turns: Sequence[Turn], limits: Limits
+) -> tuple[int, int, int]:
+    """Append `turns` after pruning by every stored turn's size: (pruned turns, kept turns, size)."""
+    stored = _stored_turns(conn, conversation_id)
+    sizes = [(role, size) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
+    pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
+    if pruned:
+        last_dropped = stored[pruned - 1][0]
+        conn.execute("DELETE FROM turns WHERE conversation_id = ? AND seq <= ?", (conversation_id, last_dropped))
+    _insert_turns(conn, conversation_id, stored[-1][0] + 1 if stored else 0, turns)
+    kept = sizes[pruned:]
+    return pruned, len(kept), text_bytes(system) + sum(s for _, s in kept)
 
 
 def _insert_turns(conn: sqlite3.Connection, conversation_id: str, first_seq: int, turns: Sequence[Turn]) -> None:
@@ -288,22 +322,24 @@ def _save(
     create: bool,
     added: Totals | None,
 ) -> SaveResult:
-    """Create-or-check, append, prune, touch and add to the totals in one write transaction."""
+    """Create-or-check, append, prune, touch and add to the totals in one write transaction.
+
+    When the exchange fits the limits by the row's running counts (so `plan_pruning` would prune
+    nothing), no stored turn is read: the cost does not grow with the conversation. Otherwise every
+    stored turn's size is read and pruned by."""
     with _transaction(conn):
-        title, created_at, totals = _head(conn, principal, conversation_id, title, now, create)
-        if added is not None:
-            totals += added
-        stored = _stored_turns(conn, conversation_id)
-        sizes = [(role, size) for _, role, size in stored] + [(t.role, turn_bytes(t)) for t in turns]
-        pruned = plan_pruning(text_bytes(system), sizes, len(turns), limits)
-        if pruned:
-            last_dropped = stored[pruned - 1][0]
-            conn.execute("DELETE FROM turns WHERE conversation_id = ? AND seq <= ?", (conversation_id, last_dropped))
-        _insert_turns(conn, conversation_id, stored[-1][0] + 1 if stored else 0, turns)
-        kept = sizes[pruned:]
-        size = text_bytes(system) + sum(s for _, s in kept)
-        _write_summary(conn, conversation_id, model, system, now, len(kept), size, totals)
-    summary = ConversationSummary(conversation_id, principal, title, model, len(kept), size, created_at, now, totals)
+        head = _head(conn, principal, conversation_id, title, now, create)
+        totals = head.totals if added is None else head.totals + added
+        count = head.turns + len(turns)
+        size = head.size_bytes - head.system_bytes + text_bytes(system) + sum(turn_bytes(t) for t in turns)
+        if count <= limits.max_turns and size <= limits.max_bytes:
+            pruned = 0
+            _insert_turns(conn, conversation_id, _next_seq(conn, conversation_id), turns)
+        else:
+            pruned, count, size = _append_pruning(conn, conversation_id, system, turns, limits)
+        _write_summary(conn, conversation_id, model, system, now, count, size, totals)
+    summary = ConversationSummary(conversation_id, principal, head.title, model, count, size, head.created_at, now,
+                                  totals)
     return SaveResult(summary, pruned)
 
 

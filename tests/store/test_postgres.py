@@ -365,6 +365,7 @@ async def test_concurrent_saves_from_two_replicas_lose_and_duplicate_nothing(
             tg.start_soon(one, i)
     conv = await replicas[0].get("local", "conv_shared")
     assert conv is not None and len(conv.turns) == conv.summary.turns == 2 * saves
+    assert conv.summary.size_bytes == sum(len(t.content.encode()) for t in conv.turns)  # each save saw the last
     numbers = []
     for user, assistant in zip(conv.turns[::2], conv.turns[1::2], strict=True):
         number = user.content.removeprefix("question ")
@@ -388,6 +389,7 @@ async def test_concurrent_saves_and_pruning_from_two_replicas(replicas: tuple[Po
             tg.start_soon(one, i)
     conv = await replicas[1].get("local", "conv_shared")
     assert conv is not None and len(conv.turns) == conv.summary.turns
+    assert conv.summary.size_bytes == sum(len(t.content.encode()) for t in conv.turns)
     assert 8 <= len(conv.turns) <= 10  # pruned to three quarters of the cap whenever over it
     assert sum(pruned) == 2 * saves - len(conv.turns)
     assert [t.role for t in conv.turns] == ["user", "assistant"] * (len(conv.turns) // 2)

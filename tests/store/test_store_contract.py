@@ -268,6 +268,108 @@ class StoreContract:
         assert conv is not None and conv.turns == tuple(big_pair(2000))
         assert conv.summary.size_bytes == 4000
 
+    # Running counts: a save that prunes nothing adds to the conversation's turn count and size
+    # instead of re-reading every stored turn; these fail if that arithmetic drifts from a recount.
+
+    async def test_many_saves_then_pruning_by_turns_as_a_recount_would(self, store: ConversationStore) -> None:
+        limits = Limits(max_turns=120)
+        system = "sÿs"  # 4 bytes; each exchange is 13 + 11 + 3 = 27 bytes in 2 turns
+
+        def exchange(i: int) -> list[Turn]:
+            return [Turn("user", f"qüestion {i:03d}"), Turn("assistant", f"änswer {i:03d}", "…")]
+
+        for i in range(60):  # 120 turns: at the cap, not over it
+            result = await save(store, "conv_a", exchange(i), system=system, limits=limits, now=float(i + 1))
+            assert (result.pruned_turns, result.conversation.turns) == (0, 2 * i + 2)
+            assert result.conversation.size_bytes == 4 + 27 * (i + 1)
+        result = await save(store, "conv_a", exchange(60), system=system, limits=limits, now=61.0)
+        # 122 turns > 120: down to 90 (three quarters) at once, so exchanges 0..15 go.
+        assert (result.pruned_turns, result.conversation.turns, result.conversation.size_bytes) == (32, 90, 4 + 45 * 27)
+        for i in range(61, 76):  # back up to the cap without pruning
+            result = await save(store, "conv_a", exchange(i), system=system, limits=limits, now=float(i + 1))
+            assert (result.pruned_turns, result.conversation.turns) == (0, 90 + 2 * (i - 60))
+        assert result.conversation.size_bytes == 4 + 60 * 27
+        result = await save(store, "conv_a", exchange(76), system=system, limits=limits, now=77.0)
+        assert (result.pruned_turns, result.conversation.turns, result.conversation.size_bytes) == (32, 90, 4 + 45 * 27)
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary == result.conversation
+        assert conv.turns == tuple(turn for i in range(32, 77) for turn in exchange(i))
+
+    async def test_many_saves_then_pruning_by_bytes_as_a_recount_would(self, store: ConversationStore) -> None:
+        limits = Limits(max_bytes=4 + 40 * 27)  # room for exactly 40 of these 27-byte exchanges
+        system = "sÿs"
+
+        def exchange(i: int) -> list[Turn]:
+            return [Turn("user", f"qüestion {i:03d}"), Turn("assistant", f"änswer {i:03d}", "…")]
+
+        for i in range(40):
+            result = await save(store, "conv_a", exchange(i), system=system, limits=limits, now=float(i + 1))
+            assert (result.pruned_turns, result.conversation.size_bytes) == (0, 4 + 27 * (i + 1))
+        assert result.conversation.size_bytes == limits.max_bytes
+        result = await save(store, "conv_a", exchange(40), system=system, limits=limits, now=41.0)
+        # 1,111 bytes > 1,084: down to 813 (three quarters), which 4 + 29 exchanges (787 bytes) fit.
+        assert (result.pruned_turns, result.conversation.turns, result.conversation.size_bytes) == (24, 58, 787)
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary == result.conversation
+        assert conv.turns == tuple(turn for i in range(12, 41) for turn in exchange(i))
+
+    async def test_sizes_count_utf8_bytes_of_content_and_reasoning(self, store: ConversationStore) -> None:
+        limits = Limits(max_bytes=100)
+        exchange = [Turn("user", "é" * 20), Turn("assistant", "a" * 7, "…")]  # 40 + 7 + 3 = 50 bytes, 28 characters
+        sizes = []
+        for i in range(3):
+            result = await save(store, "conv_a", exchange, limits=limits, now=float(i + 1))
+            sizes.append((result.pruned_turns, result.conversation.turns, result.conversation.size_bytes))
+        # 100 bytes is at the limit; 150 is over it, and down to 75 leaves only the newest exchange.
+        assert sizes == [(0, 2, 50), (0, 4, 100), (4, 2, 50)]
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary == result.conversation and conv.turns == tuple(exchange)
+
+    async def test_a_new_system_prompt_changes_the_size_by_the_difference(self, store: ConversationStore) -> None:
+        limits = Limits(max_bytes=100)
+        steps: list[tuple[str | None, list[Turn], tuple[int, int, int]]] = [
+            ("s" * 10, [Turn("user", "u" * 20), Turn("assistant", "a" * 20)], (0, 2, 50)),
+            ("ß" * 3, [Turn("user", "ü" * 5), Turn("assistant", "a" * 4)], (0, 4, 6 + 40 + 14)),  # 10 -> 6 bytes
+            (None, [Turn("user", "x" * 10), Turn("assistant", "y" * 10)], (0, 6, 40 + 14 + 20)),
+            # 30 + 74 + 2 = 106 > 100 only because the system prompt grew: the first exchange goes.
+            ("s" * 30, [Turn("user", "x"), Turn("assistant", "y")], (2, 6, 30 + 14 + 20 + 2)),
+            ("", [Turn("user", "é" * 2), Turn("assistant", "€")], (0, 8, 14 + 20 + 2 + 7)),
+        ]
+        for n, (system, turns, expected) in enumerate(steps):
+            result = await save(store, "conv_a", turns, system=system, limits=limits, now=float(n + 1))
+            assert (result.pruned_turns, result.conversation.turns, result.conversation.size_bytes) == expected, n
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary == result.conversation and conv.system == ""
+        assert conv.turns == tuple(turn for _, turns, _ in steps[1:] for turn in turns)
+
+    async def test_running_counts_match_a_recount_save_after_save(self, store: ConversationStore) -> None:
+        """A model of the conversation, recounted in full at every save: same pruning, same counts,
+        with multi-byte texts, reasoning or none, three-turn exchanges and a changing system prompt."""
+        limits = Limits(max_turns=14, max_bytes=400)
+        systems = [None, "système", "", "s" * 40, "🤖" * 5, "中文" * 9]
+        kept: list[Turn] = []
+        reasons: list[str] = []
+        for i in range(80):
+            system = systems[i % len(systems)]
+            new = [Turn("user", f"q{i} " + "é" * (i % 7)),
+                   Turn("assistant", f"a{i} " + "中" * (i % 5), None if i % 3 else "raisonné…" * (i % 4))]
+            if i % 4 == 1:
+                new.append(Turn("assistant", "ü" * (60 * (i % 3)), "🤔"))
+            result = await save(store, "conv_a", new, system=system, limits=limits, now=float(i + 1))
+            combined = kept + new
+            sizes = [(t.role, len(t.content.encode()) + len((t.reasoning or "").encode())) for t in combined]
+            system_bytes = len((system or "").encode())
+            pruned = plan_pruning(system_bytes, sizes, len(new), limits)
+            if pruned:
+                reasons.append("turns" if len(combined) > limits.max_turns else "bytes")
+            kept = combined[pruned:]
+            expected = (pruned, len(kept), system_bytes + sum(size for _, size in sizes[pruned:]))
+            assert (result.pruned_turns, result.conversation.turns, result.conversation.size_bytes) == expected, i
+        # Both limits were reached, each time after saves that pruned nothing (49 of the 80).
+        assert set(reasons) == {"turns", "bytes"} and len(reasons) == 31
+        conv = await store.get("local", "conv_a")
+        assert conv is not None and conv.summary == result.conversation and conv.turns == tuple(kept)
+
     async def test_concurrent_saves_lose_and_interleave_nothing(self, store: ConversationStore) -> None:
         async def one(i: int) -> None:
             await save(store, "conv_a", pair(i), now=float(i))
@@ -277,6 +379,7 @@ class StoreContract:
                 tg.start_soon(one, i)
         conv = await store.get("local", "conv_a")
         assert conv is not None and len(conv.turns) == 40 == conv.summary.turns
+        assert conv.summary.size_bytes == sum(len(t.content.encode()) for t in conv.turns)
         numbers = []
         for user, assistant in zip(conv.turns[::2], conv.turns[1::2], strict=True):
             assert (user.role, assistant.role) == ("user", "assistant")
@@ -763,6 +866,28 @@ class TestSQLiteStore(StoreContract):
             assert again is not None and again.totals == Totals(31, 10, 13, 0.3 + 0.4 + 0.1, 1)
         finally:
             await reopened.close()
+
+    async def test_a_save_within_the_limits_reads_no_stored_turn(self, store: SQLiteStore) -> None:
+        """Its cost must not grow with the conversation: the row's running counts decide, and the next
+        seq is one seek down the primary key. Only a save over a limit reads every turn's size."""
+        limits = Limits(max_turns=40)
+        for i in range(19):
+            await save(store, "conv_a", pair(i), limits=limits, now=float(i + 1))
+        assert store._conn is not None
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)  # a test-only reach into a private attribute
+        try:
+            at_cap = await save(store, "conv_a", pair(19), limits=limits, now=20.0)  # 40 turns: at the cap
+            within = [s for s in statements if "FROM turns" in s]
+            statements.clear()
+            over = await save(store, "conv_a", pair(20), limits=limits, now=21.0)
+            beyond = [s for s in statements if "FROM turns" in s]
+        finally:
+            store._conn.set_trace_callback(None)
+        assert (at_cap.pruned_turns, at_cap.conversation.turns) == (0, 40)
+        assert len(within) == 1 and within[0].startswith("SELECT max(seq) FROM turns")
+        assert (over.pruned_turns, over.conversation.turns) == (12, 30)
+        assert any("ORDER BY seq" in s for s in beyond)
 
     async def test_the_next_schema_version_is_refused(self, path: Path) -> None:
         await anyio.Path(path.parent).mkdir(parents=True)
