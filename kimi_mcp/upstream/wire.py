@@ -46,10 +46,10 @@ class Message:
         return out
 
     @functools.cached_property
-    def wire_json(self) -> str:
-        """`to_wire()` as JSON, made once: the chat layer keeps a conversation's messages between
-        calls, so each stored turn is encoded once, not on every call."""
-        return json.dumps(self.to_wire())
+    def wire_json(self) -> bytes:
+        """`to_wire()` as JSON bytes, made once: the chat layer keeps a conversation's messages
+        between calls, so each stored turn is encoded once, not on every call."""
+        return json.dumps(self.to_wire()).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +144,23 @@ def build_body(request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], l
 
 def encode_body(body: dict[str, Any]) -> bytes:
     """The body as sent: exactly `json.dumps` of it with each `Message` as its `to_wire()`, but with
-    the messages' JSON made once per message (`wire_json`)."""
-    parts = []
+    the messages' JSON made once per message (`wire_json`), and the bytes joined in one go (a long
+    history is one large allocation, not one per concatenation)."""
+    parts: list[bytes] = [b"{"]
     for key, value in body.items():
+        if len(parts) > 1:
+            parts.append(b", ")
         if key == "messages" and isinstance(value, tuple):
-            encoded = ", ".join(m.wire_json if isinstance(m, Message) else json.dumps(m) for m in value)
-            parts.append(f'"messages": [{encoded}]')
+            parts.append(b'"messages": [')
+            for i, message in enumerate(value):
+                if i:
+                    parts.append(b", ")
+                parts.append(message.wire_json if isinstance(message, Message) else json.dumps(message).encode())
+            parts.append(b"]")
         else:
-            parts.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return ("{" + ", ".join(parts) + "}").encode()
+            parts.append(f"{json.dumps(key)}: {json.dumps(value)}".encode())
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def _int(value: Any) -> int | None:
