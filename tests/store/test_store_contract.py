@@ -717,6 +717,23 @@ _SCHEMA_V1 = (
 )
 
 
+async def _old_file(path: Path, version: int, rows: tuple[str, ...]) -> None:
+    """A private store file as kimi-mcp wrote it at schema `version` (1 or 2), holding `rows`."""
+    from kimi_mcp.store.sqlite import _migrate_to_2  # a frozen step: what version 2 wrote
+
+    await anyio.Path(path.parent).mkdir(parents=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in _SCHEMA_V1:
+            conn.execute(statement)
+        if version >= 2:
+            _migrate_to_2(conn)
+        for row in rows:
+            conn.execute(row)
+        conn.execute(f"PRAGMA user_version = {version}")
+
+
 _CRASH_CHILD = """
 import os, sys
 import anyio
@@ -794,18 +811,11 @@ class TestSQLiteStore(StoreContract):
             await again.close()
 
     async def test_version_1_file_migrates_in_place(self, path: Path) -> None:
-        await anyio.Path(path.parent).mkdir(parents=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA_V1:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', 'sys', 1.0, 2.0, 2, 24)"
-            )
-            conn.execute("INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)")
-            conn.execute("INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', 'why', 1.5)")
-            conn.execute("PRAGMA user_version = 1")
+        await _old_file(path, 1, (
+            "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', 'sys', 1.0, 2.0, 2, 24)",
+            "INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)",
+            "INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', 'why', 1.5)",
+        ))
         store = SQLiteStore(path)
         try:
             conv = await store.get("local", "conv_old")
@@ -827,21 +837,11 @@ class TestSQLiteStore(StoreContract):
 
     async def test_version_2_file_migrates_in_place(self, path: Path) -> None:
         """A file kimi-mcp wrote at schema 2 gets running totals; its conversations start at zero."""
-        from kimi_mcp.store.sqlite import _migrate_to_2  # a frozen step: what version 2 wrote
-
-        await anyio.Path(path.parent).mkdir(parents=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA_V1:
-                conn.execute(statement)
-            _migrate_to_2(conn)
-            conn.execute(
-                "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', NULL, 1.0, 2.0, 2, 20)"
-            )
-            conn.execute("INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)")
-            conn.execute("INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', NULL, 1.5)")
-            conn.execute("PRAGMA user_version = 2")
+        await _old_file(path, 2, (
+            "INSERT INTO conversations VALUES ('conv_old', 'local', 'Old', 'kimi-k2', NULL, 1.0, 2.0, 2, 20)",
+            "INSERT INTO turns VALUES ('conv_old', 0, 'user', 'question 0', NULL, 1.0)",
+            "INSERT INTO turns VALUES ('conv_old', 1, 'assistant', 'answer 0', NULL, 1.5)",
+        ))
         store = SQLiteStore(path)
         try:
             conv = await store.get("local", "conv_old")
