@@ -298,7 +298,7 @@ def _closed(prop: dict[str, Any]) -> dict[str, Any]:
 def _inline(value: Any, defs: dict[str, Any], depth: int) -> Any:
     """Local `#/$defs/X` references replaced by what they name (our own schemas: finite, no cycles)."""
     if depth > 20:
-        raise ValueError("recursive $defs in a tool's input schema")
+        raise ValueError("recursive $defs in a tool's schema")
     if isinstance(value, dict):
         ref = value.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):

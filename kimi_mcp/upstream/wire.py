@@ -150,12 +150,12 @@ def encode_body(body: dict[str, Any]) -> bytes:
     for key, value in body.items():
         if len(parts) > 1:
             parts.append(b", ")
-        if key == "messages" and isinstance(value, tuple):
+        if key == "messages" and isinstance(value, tuple):  # build_body's: `Message`s
             parts.append(b'"messages": [')
             for i, message in enumerate(value):
                 if i:
                     parts.append(b", ")
-                parts.append(message.wire_json if isinstance(message, Message) else json.dumps(message).encode())
+                parts.append(message.wire_json)
             parts.append(b"]")
         else:
             parts.append(f"{json.dumps(key)}: {json.dumps(value)}".encode())
